@@ -1,0 +1,1 @@
+//! Support library placeholder for the integration test crate.
