@@ -5,13 +5,34 @@
 //! wire types and RFC 6749 error codes.
 //!
 //! What it does not do: no I/O, no async runtime, no HTTP and no clock reads. Every
-//! function that needs the time takes `now` as a parameter; callers own the clock.
+//! function that needs the time takes `now` as a parameter; callers own the [`Clock`].
 //!
-//! Layout: `secret` (log-safe wrapper), `time` (the `Clock` trait and `UnixTime`),
-//! `json` (strict JSON: duplicate members rejected), `b64` (canonical base64url),
-//! `jws` (`UnverifiedJwt`), `jwk` (keys and key sets), `verify` (`verify()`,
-//! `VerifiedClaims`, `VerifyError`), `exchange` (RFC 8693 types and error codes).
+//! Layout:
+//! - [`secret`]: [`Secret`], a log-safe wrapper;
+//! - [`time`]: [`Clock`] and [`UnixSeconds`];
+//! - [`text`]: escaping of attacker-controlled strings for logs;
+//! - [`json`]: strict JSON (duplicate members rejected);
+//! - [`b64`]: canonical base64url;
+//! - [`jws`]: [`UnverifiedJwt`] and the algorithm allow-list [`Alg`];
+//! - [`jwk`]: [`VerifyingKey`] and [`KeySet`];
+//! - [`verify`](mod@verify): [`verify()`], [`VerifyRules`], [`VerifiedClaims`], [`VerifyError`];
+//! - [`exchange`]: RFC 8693 request/response types and RFC 6749 error codes.
 
+pub mod b64;
+pub mod exchange;
+pub mod json;
+pub mod jwk;
+pub mod jws;
 pub mod secret;
+pub mod text;
+pub mod time;
+pub mod verify;
 
+#[cfg(any(test, feature = "testkit"))]
+pub mod testkeys;
+
+pub use jwk::{KeyLookup, KeySet, VerifyingKey};
+pub use jws::{Alg, ParseError, UnverifiedJwt};
 pub use secret::Secret;
+pub use time::{Clock, UnixSeconds};
+pub use verify::{VerifiedClaims, VerifyError, VerifyRules, verify};
