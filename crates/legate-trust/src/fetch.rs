@@ -1,0 +1,218 @@
+//! Fetching discovery documents and JWKS over HTTPS, with hard limits.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use legate_core::json;
+use legate_core::jwk::{JwksError, KeySet, KeyWarning};
+use legate_core::text::escape_untrusted;
+use serde_json::Value;
+
+/// Limits on every upstream fetch.
+#[derive(Debug, Clone, Copy)]
+pub struct FetchLimits {
+    /// Largest response body accepted.
+    pub max_body_bytes: usize,
+    /// Deadline for one whole request, body included (bounds slow-drip responses).
+    pub timeout: Duration,
+}
+
+impl Default for FetchLimits {
+    fn default() -> Self {
+        Self {
+            max_body_bytes: 64 * 1024,
+            timeout: Duration::from_secs(5),
+        }
+    }
+}
+
+/// Why a fetch failed. The previous keys keep serving.
+#[derive(Debug, thiserror::Error)]
+pub enum FetchError {
+    /// Building the HTTP client failed (bad CA bundle, TLS setup).
+    #[error("http client setup failed: {0}")]
+    Client(String),
+    /// Connection, TLS or timeout error.
+    #[error("request to `{url}` failed: {reason}")]
+    Transport {
+        /// Where.
+        url: String,
+        /// What happened.
+        reason: String,
+    },
+    /// Not 200 OK (redirects are not followed and land here).
+    #[error("`{url}` answered http {status}")]
+    Status {
+        /// Where.
+        url: String,
+        /// The status code.
+        status: u16,
+    },
+    /// The body exceeded the size limit.
+    #[error("`{url}` sent more than {limit} bytes")]
+    TooLarge {
+        /// Where.
+        url: String,
+        /// The limit.
+        limit: usize,
+    },
+    /// The discovery document is not a JSON object or lacks fields.
+    #[error("discovery document is invalid: {0}")]
+    Discovery(String),
+    /// The discovery document names another issuer (OIDC Discovery §4.3).
+    #[error("discovery document names issuer `{found}`, expected `{expected}`")]
+    IssuerMismatch {
+        /// Configured.
+        expected: String,
+        /// Found (escaped).
+        found: String,
+    },
+    /// `jwks_uri` is not https.
+    #[error("jwks_uri `{0}` is not an https url")]
+    InsecureJwksUri(String),
+    /// The JWKS document was refused.
+    #[error("jwks is invalid: {0}")]
+    Jwks(#[from] JwksError),
+}
+
+/// An HTTPS client for discovery and JWKS: rustls, no redirects, bounded bodies.
+#[derive(Debug, Clone)]
+pub struct HttpFetcher {
+    client: reqwest::Client,
+    limits: FetchLimits,
+}
+
+impl HttpFetcher {
+    /// Builds a fetcher trusting the Mozilla roots plus `extra_ca_pem` (for private
+    /// issuers), or only `extra_ca_pem` when `only_extra` is set.
+    pub fn new(
+        extra_ca_pem: Option<&[u8]>,
+        only_extra: bool,
+        limits: FetchLimits,
+    ) -> Result<Self, FetchError> {
+        let mut roots = rustls::RootCertStore::empty();
+        if !only_extra {
+            roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
+        }
+        if let Some(pem) = extra_ca_pem {
+            let mut added = 0;
+            for cert in rustls_pemfile::certs(&mut &*pem) {
+                let cert = cert.map_err(|e| FetchError::Client(format!("ca bundle: {e}")))?;
+                roots
+                    .add(cert)
+                    .map_err(|e| FetchError::Client(format!("ca bundle: {e}")))?;
+                added += 1;
+            }
+            if added == 0 {
+                return Err(FetchError::Client("ca bundle holds no certificate".into()));
+            }
+        }
+        let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+        let tls = rustls::ClientConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .map_err(|e| FetchError::Client(e.to_string()))?
+            .with_root_certificates(roots)
+            .with_no_client_auth();
+        let client = reqwest::Client::builder()
+            .tls_backend_preconfigured(tls)
+            // SECURITY: a redirect could send the fetch to an attacker or an internal
+            // address; issuers publish their final URLs.
+            .redirect(reqwest::redirect::Policy::none())
+            .https_only(true)
+            .timeout(limits.timeout)
+            .connect_timeout(limits.timeout)
+            .user_agent(concat!("legate/", env!("CARGO_PKG_VERSION")))
+            .build()
+            .map_err(|e| FetchError::Client(e.to_string()))?;
+        Ok(Self { client, limits })
+    }
+
+    /// GETs `url` and returns the body, enforcing status 200 and the size limit.
+    pub async fn get(&self, url: &str) -> Result<Vec<u8>, FetchError> {
+        let transport = |e: reqwest::Error| FetchError::Transport {
+            url: url.to_owned(),
+            reason: error_chain(&e),
+        };
+        let mut response = self
+            .client
+            .get(url)
+            .header("accept", "application/json")
+            .send()
+            .await
+            .map_err(transport)?;
+        let status = response.status().as_u16();
+        if status != 200 {
+            return Err(FetchError::Status {
+                url: url.to_owned(),
+                status,
+            });
+        }
+        let limit = self.limits.max_body_bytes;
+        if response
+            .content_length()
+            .is_some_and(|len| len > limit as u64)
+        {
+            return Err(FetchError::TooLarge {
+                url: url.to_owned(),
+                limit,
+            });
+        }
+        let mut body = Vec::new();
+        while let Some(chunk) = response.chunk().await.map_err(transport)? {
+            if body.len() + chunk.len() > limit {
+                return Err(FetchError::TooLarge {
+                    url: url.to_owned(),
+                    limit,
+                });
+            }
+            body.extend_from_slice(&chunk);
+        }
+        Ok(body)
+    }
+
+    /// OIDC Discovery 1.0 §4: fetches `{issuer}/.well-known/openid-configuration`,
+    /// checks its `issuer` is byte-for-byte the configured one (§4.3, mix-up defence)
+    /// and returns its https `jwks_uri`.
+    pub async fn discover_jwks_uri(&self, issuer: &str) -> Result<String, FetchError> {
+        let url = format!(
+            "{}/.well-known/openid-configuration",
+            issuer.strip_suffix('/').unwrap_or(issuer)
+        );
+        let body = self.get(&url).await?;
+        let doc = json::parse_object(&body).map_err(|e| FetchError::Discovery(e.to_string()))?;
+        match doc.get("issuer") {
+            Some(Value::String(found)) if found == issuer => {}
+            Some(Value::String(found)) => {
+                return Err(FetchError::IssuerMismatch {
+                    expected: issuer.to_owned(),
+                    found: escape_untrusted(found),
+                });
+            }
+            _ => return Err(FetchError::Discovery("no string `issuer`".into())),
+        }
+        let Some(Value::String(jwks_uri)) = doc.get("jwks_uri") else {
+            return Err(FetchError::Discovery("no string `jwks_uri`".into()));
+        };
+        if !jwks_uri.starts_with("https://") {
+            return Err(FetchError::InsecureJwksUri(escape_untrusted(jwks_uri)));
+        }
+        Ok(jwks_uri.clone())
+    }
+
+    /// Fetches and parses a JWKS.
+    pub async fn fetch_jwks(&self, url: &str) -> Result<(KeySet, Vec<KeyWarning>), FetchError> {
+        let body = self.get(url).await?;
+        Ok(KeySet::from_jwks(&body)?)
+    }
+}
+
+fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut out = e.to_string();
+    let mut source = e.source();
+    while let Some(s) = source {
+        out.push_str(": ");
+        out.push_str(&s.to_string());
+        source = s.source();
+    }
+    out
+}
