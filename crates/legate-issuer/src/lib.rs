@@ -1,1 +1,48 @@
-//! legate-issuer
+//! Legate as an OpenID Connect issuer: signing keys, JWKS, discovery and minting.
+//!
+//! What it does: loads or generates the keys Legate signs with (ES256 on P-256 by
+//! default, RS256 for relying parties that accept only RSA), each parsed once; publishes
+//! them as a JWK set with rotation (retired keys stay published until their tokens
+//! expire); serves the OIDC Discovery 1.0 document that AWS IAM, Google workload identity
+//! federation and others read to trust Legate; and mints short-lived compact-JWS tokens
+//! for verified, policy-approved token exchanges.
+//!
+//! What it does not do: no I/O, HTTP, async runtime or clock reads (`now` is a
+//! parameter); no verification of upstream tokens and no policy (callers do both before
+//! [`Issuer::mint`]); no key storage or rotation schedule (the server decides when to
+//! rotate and when a retired key's tokens have all expired).
+//!
+//! SECURITY: private key material never leaves [`SigningKey`] (its `Debug` prints the
+//! `kid` and algorithm only, and [`SigningKey::public_jwk`] writes public members only);
+//! minted tokens travel in [`legate_core::Secret`].
+//!
+//! Layout:
+//! - `key`: [`SigningAlg`], [`SigningKey`] (generate, public JWK, sign) and
+//!   the RFC 7638 thumbprint used as the default `kid`;
+//! - `load`: [`SigningKey::from_pem`] and [`SigningKey::from_jwk`];
+//! - `keyring`: [`KeyRing`], the active key plus retired, still-published keys;
+//! - `issuer`: [`Issuer`], its URL rules and [`Issuer::discovery_document`];
+//! - `mint`: [`MintRequest`], [`MintedToken`] and [`Issuer::mint`];
+//! - `error`: [`KeyLoadError`], [`KeyRingError`], [`IssuerUrlError`], [`MintError`].
+
+mod error;
+mod issuer;
+mod key;
+mod keyring;
+mod load;
+mod mint;
+
+pub use error::{IssuerUrlError, KeyLoadError, KeyRingError, MintError};
+pub use issuer::{DISCOVERY_PATH, Issuer, JWKS_PATH, TOKEN_PATH};
+pub use key::{ParseSigningAlgError, SigningAlg, SigningKey};
+pub use keyring::KeyRing;
+pub use mint::{MAX_TOKEN_LIFETIME_SECS, MintRequest, MintedToken};
+
+/// RFC 8693 token type of the tokens Legate mints (`issued_token_type`).
+pub const MINTED_TOKEN_TYPE: &str = "urn:ietf:params:oauth:token-type:jwt";
+
+/// Unpadded base64url (RFC 7515 §2).
+fn b64(bytes: impl AsRef<[u8]>) -> String {
+    use base64::Engine as _;
+    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes)
+}

@@ -1,0 +1,655 @@
+//! Minting: [`MintRequest`] in, a signed compact JWS ([`MintedToken`]) out.
+//!
+//! The token is `base64url(header) . base64url(claims) . base64url(signature)` with
+//! header `{"alg", "typ": "JWT", "kid"}` and the claims in [`REGISTERED_CLAIMS`] plus any
+//! policy-approved extras.
+
+use legate_core::Secret;
+use serde_json::{Map, Value, json};
+
+use crate::b64;
+use crate::error::MintError;
+use crate::issuer::Issuer;
+
+/// The longest token lifetime Legate mints, in seconds (one day).
+pub const MAX_TOKEN_LIFETIME_SECS: u64 = 86_400;
+
+/// The claims every minted token carries; extra claims may not use these names.
+pub(crate) const REGISTERED_CLAIMS: [&str; 8] =
+    ["iss", "sub", "aud", "exp", "iat", "nbf", "jti", "upstream"];
+
+/// What to put in a token. The caller has already verified the upstream token and
+/// evaluated policy; minting checks only the shape of the request.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct MintRequest {
+    /// `sub`: the canonical workload identity.
+    pub subject: String,
+    /// `aud`: the relying party, a single string.
+    pub audience: String,
+    /// Seconds from `iat` to `exp`: 1 to [`MAX_TOKEN_LIFETIME_SECS`].
+    pub lifetime_secs: u64,
+    /// `upstream.iss`: issuer of the token that was exchanged.
+    pub upstream_issuer: String,
+    /// `upstream.sub`: subject of the token that was exchanged.
+    pub upstream_subject: String,
+    /// `upstream.trust`: name of the trust relationship that accepted it.
+    pub trust: String,
+    /// Policy-approved extra claims (for example AWS session tags). They may not reuse a
+    /// registered claim name.
+    pub extra_claims: Map<String, Value>,
+}
+
+/// A signed token and its bookkeeping.
+///
+/// `Debug` shows `token` as `******`.
+#[derive(Debug, Clone)]
+pub struct MintedToken {
+    /// The compact JWS. Expose it only to write the response body.
+    pub token: Secret<String>,
+    /// The `jti` claim, a UUID v4, for audit logs.
+    pub jti: String,
+    /// The `iat` (and `nbf`) claim, unix seconds.
+    pub issued_at: i64,
+    /// The `exp` claim, unix seconds.
+    pub expires_at: i64,
+    /// The `kid` of the key that signed it.
+    pub kid: String,
+}
+
+impl Issuer {
+    /// Mints a token for `req`, signed by the active key, issued at `now` (unix seconds).
+    ///
+    /// # Errors
+    ///
+    /// [`MintError::InvalidLifetime`] for a lifetime of 0 or over a day,
+    /// [`MintError::EmptyClaim`] for an empty subject, audience, upstream issuer, upstream
+    /// subject or trust, [`MintError::ReservedClaim`] when an extra claim reuses a
+    /// registered name, [`MintError::TimeOverflow`], [`MintError::Sign`].
+    pub fn mint(&self, req: &MintRequest, now: i64) -> Result<MintedToken, MintError> {
+        if req.lifetime_secs == 0 || req.lifetime_secs > MAX_TOKEN_LIFETIME_SECS {
+            return Err(MintError::InvalidLifetime(req.lifetime_secs));
+        }
+        let lifetime = i64::try_from(req.lifetime_secs)
+            .map_err(|_| MintError::InvalidLifetime(req.lifetime_secs))?;
+        let exp = now.checked_add(lifetime).ok_or(MintError::TimeOverflow)?;
+        for (name, value) in [
+            ("subject", &req.subject),
+            ("audience", &req.audience),
+            ("upstream_issuer", &req.upstream_issuer),
+            ("upstream_subject", &req.upstream_subject),
+            ("trust", &req.trust),
+        ] {
+            if value.is_empty() {
+                return Err(MintError::EmptyClaim(name));
+            }
+        }
+        if let Some(name) = req
+            .extra_claims
+            .keys()
+            .find(|k| REGISTERED_CLAIMS.contains(&k.as_str()))
+        {
+            return Err(MintError::ReservedClaim(name.clone()));
+        }
+
+        let key = self.keys().active();
+        let jti = uuid::Uuid::new_v4().to_string();
+        let header = json!({
+            "alg": key.alg().as_str(),
+            "typ": "JWT",
+            "kid": key.kid(),
+        });
+        let mut claims = req.extra_claims.clone();
+        let registered = [
+            ("iss", json!(self.url())),
+            ("sub", json!(req.subject)),
+            ("aud", json!(req.audience)),
+            ("iat", json!(now)),
+            ("nbf", json!(now)),
+            ("exp", json!(exp)),
+            ("jti", json!(jti)),
+            (
+                "upstream",
+                json!({
+                    "iss": req.upstream_issuer,
+                    "sub": req.upstream_subject,
+                    "trust": req.trust,
+                }),
+            ),
+        ];
+        for (name, value) in registered {
+            claims.insert(name.to_owned(), value);
+        }
+
+        let header = serde_json::to_vec(&header).map_err(|_| MintError::Serialize)?;
+        let claims = serde_json::to_vec(&claims).map_err(|_| MintError::Serialize)?;
+        let mut token = format!("{}.{}", b64(header), b64(claims));
+        let signature = key.sign(token.as_bytes())?;
+        token.push('.');
+        token.push_str(&b64(signature));
+
+        Ok(MintedToken {
+            token: Secret::new(token),
+            jti,
+            issued_at: now,
+            expires_at: exp,
+            kid: key.kid().to_owned(),
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::error::KeyLoadError;
+    use crate::key::{SigningAlg, SigningKey};
+    use crate::keyring::KeyRing;
+    use aws_lc_rs::signature::{
+        ECDSA_P256_SHA256_FIXED, RSA_PKCS1_2048_8192_SHA256, RsaPublicKeyComponents,
+        UnparsedPublicKey,
+    };
+    use base64::Engine as _;
+    use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+
+    const NOW: i64 = 1_767_225_600;
+    const ISSUER: &str = "https://legate.example.com";
+
+    const RSA_PKCS1: &str = include_str!("../testdata/rsa2048.pkcs1.pem");
+    const RSA_PKCS8: &str = include_str!("../testdata/rsa2048.pkcs8.pem");
+    const RSA_JWK: &str = include_str!("../testdata/rsa2048.jwk.json");
+    /// RFC 7638 thumbprint of the `rsa2048` fixture, computed independently (Python).
+    const RSA_THUMBPRINT: &str = "nrdCtNit1sNfmuaPobDobbThSOvsEH_xOyGZ5pcLhLE";
+    const RSA1024_PKCS1: &str = include_str!("../testdata/rsa1024.pkcs1.pem");
+    const EC_SEC1: &str = include_str!("../testdata/ec256.sec1.pem");
+    const EC_PKCS8: &str = include_str!("../testdata/ec256.pkcs8.pem");
+    const EC_JWK: &str = include_str!("../testdata/ec256.jwk.json");
+    /// RFC 7638 thumbprint of the `ec256` fixture, computed independently (Python).
+    const EC_THUMBPRINT: &str = "uIN-T87x3zEMWcvSujNx1pxeeBG396_7IxwEDWOr9ps";
+    const EC384_SEC1: &str = include_str!("../testdata/ec384.sec1.pem");
+    const EC384_PKCS8: &str = include_str!("../testdata/ec384.pkcs8.pem");
+    const EC384_JWK: &str = include_str!("../testdata/ec384.jwk.json");
+
+    fn request() -> MintRequest {
+        MintRequest {
+            subject: "spiffe://example.org/ns/prod/sa/api".to_owned(),
+            audience: "sts.amazonaws.com".to_owned(),
+            lifetime_secs: 900,
+            upstream_issuer: "https://token.actions.githubusercontent.com".to_owned(),
+            upstream_subject: "repo:org/repo:ref:refs/heads/main".to_owned(),
+            trust: "github-prod".to_owned(),
+            extra_claims: Map::new(),
+        }
+    }
+
+    fn issuer(key: SigningKey) -> Issuer {
+        Issuer::new(ISSUER, KeyRing::new(key)).unwrap()
+    }
+
+    fn decode_json(segment: &str) -> Value {
+        serde_json::from_slice(&URL_SAFE_NO_PAD.decode(segment).unwrap()).unwrap()
+    }
+
+    fn decode_coord(jwk: &Value, name: &str) -> Vec<u8> {
+        URL_SAFE_NO_PAD.decode(jwk[name].as_str().unwrap()).unwrap()
+    }
+
+    /// Verifies `token` with nothing but the published JWK: rebuilds the public key from
+    /// its members, so a wrong JWK fails here. Returns (header, claims).
+    fn verify_with_jwk(token: &str, jwk: &Value) -> (Value, Value) {
+        let parts: Vec<&str> = token.split('.').collect();
+        assert_eq!(parts.len(), 3);
+        let input = format!("{}.{}", parts[0], parts[1]);
+        let sig = URL_SAFE_NO_PAD.decode(parts[2]).unwrap();
+        match jwk["kty"].as_str().unwrap() {
+            "EC" => {
+                assert_eq!(jwk["crv"], "P-256");
+                let mut point = vec![0x04];
+                point.extend(decode_coord(jwk, "x"));
+                point.extend(decode_coord(jwk, "y"));
+                assert_eq!(sig.len(), 64, "ES256 signature must be r||s, not DER");
+                UnparsedPublicKey::new(&ECDSA_P256_SHA256_FIXED, &point)
+                    .verify(input.as_bytes(), &sig)
+                    .expect("ES256 signature verifies with the published JWK");
+            }
+            "RSA" => {
+                let key = RsaPublicKeyComponents {
+                    n: decode_coord(jwk, "n"),
+                    e: decode_coord(jwk, "e"),
+                };
+                key.verify(&RSA_PKCS1_2048_8192_SHA256, input.as_bytes(), &sig)
+                    .expect("RS256 signature verifies with the published JWK");
+            }
+            other => panic!("unexpected kty {other}"),
+        }
+        (decode_json(parts[0]), decode_json(parts[1]))
+    }
+
+    fn round_trip(key: SigningKey) {
+        let alg = key.alg();
+        let issuer = issuer(key);
+        let mut req = request();
+        req.extra_claims.insert(
+            "https://aws.amazon.com/tags".to_owned(),
+            json!({"principal_tags": {"team": ["payments"]}}),
+        );
+        let minted = issuer.mint(&req, NOW).unwrap();
+        let jwks = issuer.jwks();
+        let jwk = &jwks["keys"][0];
+        let (header, claims) = verify_with_jwk(minted.token.expose(), jwk);
+
+        assert_eq!(
+            header,
+            json!({"alg": alg.as_str(), "typ": "JWT", "kid": minted.kid})
+        );
+        assert_eq!(jwk["kid"], minted.kid);
+        assert_eq!(
+            claims,
+            json!({
+                "iss": ISSUER,
+                "sub": "spiffe://example.org/ns/prod/sa/api",
+                "aud": "sts.amazonaws.com",
+                "iat": NOW,
+                "nbf": NOW,
+                "exp": NOW + 900,
+                "jti": minted.jti,
+                "upstream": {
+                    "iss": "https://token.actions.githubusercontent.com",
+                    "sub": "repo:org/repo:ref:refs/heads/main",
+                    "trust": "github-prod",
+                },
+                "https://aws.amazon.com/tags": {"principal_tags": {"team": ["payments"]}},
+            })
+        );
+        assert_eq!(minted.issued_at, NOW);
+        assert_eq!(minted.expires_at, NOW + 900);
+        let jti = uuid::Uuid::parse_str(&minted.jti).unwrap();
+        assert_eq!(jti.get_version_num(), 4);
+
+        // A tampered token no longer verifies.
+        let token = minted.token.expose();
+        let (input, sig) = token.rsplit_once('.').unwrap();
+        let forged = format!("{}x.{sig}", input);
+        let parts: Vec<&str> = forged.split('.').collect();
+        let sig = URL_SAFE_NO_PAD.decode(parts[2]).unwrap();
+        let msg = format!("{}.{}", parts[0], parts[1]);
+        let ok = match alg {
+            SigningAlg::Es256 => {
+                let mut point = vec![0x04];
+                point.extend(decode_coord(jwk, "x"));
+                point.extend(decode_coord(jwk, "y"));
+                UnparsedPublicKey::new(&ECDSA_P256_SHA256_FIXED, &point)
+                    .verify(msg.as_bytes(), &sig)
+                    .is_ok()
+            }
+            SigningAlg::Rs256 => RsaPublicKeyComponents {
+                n: decode_coord(jwk, "n"),
+                e: decode_coord(jwk, "e"),
+            }
+            .verify(&RSA_PKCS1_2048_8192_SHA256, msg.as_bytes(), &sig)
+            .is_ok(),
+        };
+        assert!(!ok, "tampered token verified");
+    }
+
+    #[test]
+    fn round_trip_generated_keys() {
+        round_trip(SigningKey::generate(SigningAlg::Es256, None).unwrap());
+        round_trip(SigningKey::generate(SigningAlg::Rs256, None).unwrap());
+    }
+
+    #[test]
+    fn round_trip_pem_keys() {
+        for (pem, alg) in [
+            (EC_SEC1, SigningAlg::Es256),
+            (EC_PKCS8, SigningAlg::Es256),
+            (RSA_PKCS1, SigningAlg::Rs256),
+            (RSA_PKCS8, SigningAlg::Rs256),
+        ] {
+            let key = SigningKey::from_pem(pem.as_bytes(), None, Some(alg)).unwrap();
+            assert_eq!(key.alg(), alg);
+            round_trip(key);
+        }
+    }
+
+    #[test]
+    fn round_trip_jwk_keys() {
+        for jwk in [EC_JWK, RSA_JWK] {
+            round_trip(SigningKey::from_jwk(jwk.as_bytes(), None).unwrap());
+        }
+    }
+
+    #[test]
+    fn same_key_in_every_format_gets_the_same_kid_and_public_jwk() {
+        for (formats, thumbprint) in [
+            ([EC_SEC1, EC_PKCS8, EC_JWK], EC_THUMBPRINT),
+            ([RSA_PKCS1, RSA_PKCS8, RSA_JWK], RSA_THUMBPRINT),
+        ] {
+            let [a, b, jwk] = formats;
+            let keys = [
+                SigningKey::from_pem(a.as_bytes(), None, None).unwrap(),
+                SigningKey::from_pem(b.as_bytes(), None, None).unwrap(),
+                SigningKey::from_jwk(jwk.as_bytes(), None).unwrap(),
+            ];
+            for key in &keys {
+                assert_eq!(key.kid(), thumbprint);
+                assert_eq!(key.public_jwk(), keys[0].public_jwk());
+            }
+            // The public JWK carries exactly the fixture's public members.
+            let fixture: Value = serde_json::from_str(jwk).unwrap();
+            let public = keys[0].public_jwk();
+            for member in ["kty", "crv", "x", "y", "n", "e"] {
+                assert_eq!(public.get(member), fixture.get(member), "{member}");
+            }
+        }
+    }
+
+    #[test]
+    fn explicit_kid_overrides_the_thumbprint() {
+        let key =
+            SigningKey::from_pem(EC_SEC1.as_bytes(), Some("prod-1".to_owned()), None).unwrap();
+        assert_eq!(key.kid(), "prod-1");
+        let minted = issuer(key).mint(&request(), NOW).unwrap();
+        assert_eq!(minted.kid, "prod-1");
+
+        let mut jwk: Value = serde_json::from_str(EC_JWK).unwrap();
+        jwk["kid"] = json!("from-jwk");
+        let bytes = serde_json::to_vec(&jwk).unwrap();
+        assert_eq!(
+            SigningKey::from_jwk(&bytes, None).unwrap().kid(),
+            "from-jwk"
+        );
+        let key = SigningKey::from_jwk(&bytes, Some("override".to_owned())).unwrap();
+        assert_eq!(key.kid(), "override");
+    }
+
+    #[test]
+    fn rsa_below_2048_bits_is_refused() {
+        let err = SigningKey::from_pem(RSA1024_PKCS1.as_bytes(), None, None).unwrap_err();
+        assert_eq!(err, KeyLoadError::RsaTooSmall);
+        assert_eq!(
+            err.to_string(),
+            "RSA key is smaller than 2048 bits: use a 2048-bit or larger key"
+        );
+    }
+
+    #[test]
+    fn ec_curves_other_than_p256_are_refused_by_name() {
+        for pem in [EC384_SEC1, EC384_PKCS8] {
+            let err = SigningKey::from_pem(pem.as_bytes(), None, None).unwrap_err();
+            assert_eq!(err, KeyLoadError::UnsupportedCurve("P-384".to_owned()));
+        }
+        let err = SigningKey::from_jwk(EC384_JWK.as_bytes(), None).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "unsupported EC curve `P-384`: only P-256 is supported"
+        );
+    }
+
+    #[test]
+    fn alg_hint_mismatch_is_refused() {
+        let err =
+            SigningKey::from_pem(RSA_PKCS8.as_bytes(), None, Some(SigningAlg::Es256)).unwrap_err();
+        assert_eq!(
+            err,
+            KeyLoadError::AlgMismatch {
+                expected: SigningAlg::Es256,
+                found: SigningAlg::Rs256
+            }
+        );
+        assert_eq!(
+            err.to_string(),
+            "key is a RS256 key but ES256 was requested"
+        );
+        assert!(SigningKey::from_pem(EC_SEC1.as_bytes(), None, Some(SigningAlg::Rs256)).is_err());
+    }
+
+    #[test]
+    fn malformed_pem_is_refused() {
+        let cases: [(&str, KeyLoadError); 5] = [
+            ("", KeyLoadError::NoPrivateKey),
+            (
+                "-----BEGIN PUBLIC KEY-----\nAAAA\n-----END PUBLIC KEY-----\n",
+                KeyLoadError::NoPrivateKey,
+            ),
+            (
+                "-----BEGIN ENCRYPTED PRIVATE KEY-----\nAAAA\n-----END ENCRYPTED PRIVATE KEY-----\n",
+                KeyLoadError::EncryptedPem,
+            ),
+            (
+                "-----BEGIN PRIVATE KEY-----\nAAAA\n",
+                KeyLoadError::Pem("a block has no END line"),
+            ),
+            (
+                "-----BEGIN PRIVATE KEY-----\nAAAA\n-----END PRIVATE KEY-----\n",
+                KeyLoadError::Rejected {
+                    format: "PKCS#8",
+                    reason: "malformed encoding",
+                },
+            ),
+        ];
+        for (pem, expected) in cases {
+            let err = SigningKey::from_pem(pem.as_bytes(), None, None).unwrap_err();
+            assert_eq!(err, expected, "{pem:?}");
+        }
+        let two = format!("{EC_PKCS8}{RSA_PKCS8}");
+        assert_eq!(
+            SigningKey::from_pem(two.as_bytes(), None, None).unwrap_err(),
+            KeyLoadError::MultiplePrivateKeys
+        );
+    }
+
+    #[test]
+    fn jwk_refusals() {
+        let ec: Value = serde_json::from_str(EC_JWK).unwrap();
+        let rsa: Value = serde_json::from_str(RSA_JWK).unwrap();
+        let with = |base: &Value, member: &str, value: Value| {
+            let mut jwk = base.clone();
+            jwk[member] = value;
+            serde_json::to_vec(&jwk).unwrap()
+        };
+        let without = |base: &Value, member: &str| {
+            let mut jwk = base.clone();
+            jwk.as_object_mut().unwrap().remove(member);
+            serde_json::to_vec(&jwk).unwrap()
+        };
+        let cases: Vec<(Vec<u8>, KeyLoadError)> = vec![
+            (
+                with(&ec, "alg", json!("RS256")),
+                KeyLoadError::JwkAlgMismatch {
+                    found: "RS256".to_owned(),
+                    expected: SigningAlg::Es256,
+                },
+            ),
+            (
+                with(&rsa, "alg", json!("PS256")),
+                KeyLoadError::JwkAlgMismatch {
+                    found: "PS256".to_owned(),
+                    expected: SigningAlg::Rs256,
+                },
+            ),
+            (
+                with(&ec, "use", json!("enc")),
+                KeyLoadError::JwkUse("enc".to_owned()),
+            ),
+            (
+                with(&rsa, "key_ops", json!(["verify"])),
+                KeyLoadError::JwkKeyOps,
+            ),
+            (without(&ec, "d"), KeyLoadError::JwkNotPrivate),
+            (without(&rsa, "d"), KeyLoadError::JwkNotPrivate),
+            (without(&rsa, "qi"), KeyLoadError::JwkMissingMember("qi")),
+            (without(&ec, "kty"), KeyLoadError::JwkMissingMember("kty")),
+            (
+                with(&ec, "kty", json!("OKP")),
+                KeyLoadError::UnsupportedKeyType("OKP".to_owned()),
+            ),
+            (
+                with(&ec, "x", json!("AAAA")),
+                KeyLoadError::JwkInvalidMember("x"),
+            ),
+            (
+                with(&ec, "d", json!("not base64url!")),
+                KeyLoadError::JwkInvalidMember("d"),
+            ),
+            (with(&rsa, "oth", json!([])), KeyLoadError::JwkMultiPrime),
+            (
+                serde_json::to_vec(&json!({"keys": [ec.clone()]})).unwrap(),
+                KeyLoadError::JwkIsSet,
+            ),
+            (
+                b"{not json".to_vec(),
+                KeyLoadError::JwkJson { line: 1, column: 2 },
+            ),
+        ];
+        for (bytes, expected) in cases {
+            let err = SigningKey::from_jwk(&bytes, None).unwrap_err();
+            assert_eq!(err, expected, "{}", String::from_utf8_lossy(&bytes));
+        }
+    }
+
+    #[test]
+    fn jwk_with_mismatched_halves_is_refused() {
+        // The private scalar of one key with the public point of another.
+        let ec: Value = serde_json::from_str(EC_JWK).unwrap();
+        let other = SigningKey::generate(SigningAlg::Es256, None)
+            .unwrap()
+            .public_jwk();
+        let mut jwk = ec.clone();
+        jwk["x"] = other["x"].clone();
+        jwk["y"] = other["y"].clone();
+        let err = SigningKey::from_jwk(&serde_json::to_vec(&jwk).unwrap(), None).unwrap_err();
+        assert!(
+            matches!(err, KeyLoadError::Rejected { format: "JWK", .. }),
+            "{err}"
+        );
+
+        // An RSA modulus that is not p·q.
+        let mut rsa: Value = serde_json::from_str(RSA_JWK).unwrap();
+        let other = SigningKey::generate(SigningAlg::Rs256, None)
+            .unwrap()
+            .public_jwk();
+        rsa["n"] = other["n"].clone();
+        let err = SigningKey::from_jwk(&serde_json::to_vec(&rsa).unwrap(), None).unwrap_err();
+        assert!(
+            matches!(err, KeyLoadError::Rejected { format: "JWK", .. }),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn jwk_errors_do_not_echo_private_values() {
+        let mut ec: Value = serde_json::from_str(EC_JWK).unwrap();
+        ec["d"] = json!(12_345_678_987_654_321_u64);
+        let err = SigningKey::from_jwk(&serde_json::to_vec(&ec).unwrap(), None).unwrap_err();
+        assert!(matches!(err, KeyLoadError::JwkJson { .. }));
+        assert!(!err.to_string().contains("12345678987654321"));
+        assert!(!format!("{err:?}").contains("12345678987654321"));
+    }
+
+    #[test]
+    fn lifetime_must_be_between_one_second_and_one_day() {
+        let issuer = issuer(SigningKey::generate(SigningAlg::Es256, None).unwrap());
+        for secs in [0, MAX_TOKEN_LIFETIME_SECS + 1, u64::MAX] {
+            let req = MintRequest {
+                lifetime_secs: secs,
+                ..request()
+            };
+            assert_eq!(
+                issuer.mint(&req, NOW).unwrap_err(),
+                MintError::InvalidLifetime(secs)
+            );
+        }
+        let req = MintRequest {
+            lifetime_secs: MAX_TOKEN_LIFETIME_SECS,
+            ..request()
+        };
+        let minted = issuer.mint(&req, NOW).unwrap();
+        assert_eq!(minted.expires_at - minted.issued_at, 86_400);
+        assert_eq!(
+            issuer.mint(&request(), i64::MAX).unwrap_err(),
+            MintError::TimeOverflow
+        );
+        assert_eq!(
+            MintError::InvalidLifetime(0).to_string(),
+            "invalid token lifetime 0s: use 1 to 86400 seconds"
+        );
+    }
+
+    #[test]
+    fn extra_claims_cannot_override_registered_claims() {
+        let issuer = issuer(SigningKey::generate(SigningAlg::Es256, None).unwrap());
+        for name in ["iss", "sub", "aud", "exp", "iat", "nbf", "jti", "upstream"] {
+            let mut req = request();
+            req.extra_claims.insert(name.to_owned(), json!("evil"));
+            assert_eq!(
+                issuer.mint(&req, NOW).unwrap_err(),
+                MintError::ReservedClaim(name.to_owned())
+            );
+        }
+    }
+
+    #[test]
+    fn empty_claim_values_are_refused() {
+        let issuer = issuer(SigningKey::generate(SigningAlg::Es256, None).unwrap());
+        let req = MintRequest {
+            audience: String::new(),
+            ..request()
+        };
+        assert_eq!(
+            issuer.mint(&req, NOW).unwrap_err(),
+            MintError::EmptyClaim("audience")
+        );
+    }
+
+    #[test]
+    fn rotated_ring_signs_with_the_new_key_and_publishes_both() {
+        let old = SigningKey::generate(SigningAlg::Rs256, None).unwrap();
+        let mut issuer = issuer(old);
+        let old_token = issuer.mint(&request(), NOW).unwrap();
+        issuer
+            .keys_mut()
+            .rotate(SigningKey::generate(SigningAlg::Es256, None).unwrap())
+            .unwrap();
+        let new_token = issuer.mint(&request(), NOW).unwrap();
+        assert_eq!(new_token.kid, issuer.keys().active().kid());
+        assert_ne!(new_token.kid, old_token.kid);
+
+        let jwks = issuer.jwks();
+        for minted in [&old_token, &new_token] {
+            let jwk = jwks["keys"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .find(|k| k["kid"] == minted.kid)
+                .unwrap();
+            verify_with_jwk(minted.token.expose(), jwk);
+        }
+    }
+
+    #[test]
+    fn debug_of_minted_token_hides_the_token() {
+        let key = SigningKey::generate(SigningAlg::Es256, None).unwrap();
+        let minted = issuer(key).mint(&request(), NOW).unwrap();
+        let dbg = format!("{minted:?}");
+        let token = minted.token.expose();
+        assert!(dbg.contains("token: ******"), "{dbg}");
+        for part in token.split('.') {
+            assert!(!dbg.contains(part), "{dbg}");
+        }
+        assert!(dbg.contains(&minted.jti));
+    }
+
+    #[test]
+    fn debug_of_loaded_keys_hides_key_material() {
+        let fixture: Value = serde_json::from_str(RSA_JWK).unwrap();
+        let key = SigningKey::from_jwk(RSA_JWK.as_bytes(), None).unwrap();
+        let dbg = format!("{key:?}");
+        assert_eq!(
+            dbg,
+            format!("SigningKey {{ kid: \"{RSA_THUMBPRINT}\", alg: Rs256, .. }}")
+        );
+        for member in ["n", "d", "p", "q"] {
+            let value = fixture[member].as_str().unwrap();
+            assert!(!dbg.contains(&value[..16]), "{member}");
+        }
+    }
+}
