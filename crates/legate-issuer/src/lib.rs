@@ -32,6 +32,9 @@ mod keyring;
 mod load;
 mod mint;
 
+#[cfg(test)]
+mod fixtures;
+
 pub use error::{IssuerUrlError, KeyLoadError, KeyRingError, MintError};
 pub use issuer::{DISCOVERY_PATH, Issuer, JWKS_PATH, TOKEN_PATH};
 pub use key::{ParseSigningAlgError, SigningAlg, SigningKey};

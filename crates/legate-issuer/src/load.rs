@@ -7,8 +7,8 @@
 use aws_lc_rs::rsa::KeyPairComponents;
 use aws_lc_rs::signature::{
     ECDSA_P256_SHA256_FIXED_SIGNING, ECDSA_P384_SHA384_FIXED_SIGNING,
-    ECDSA_P521_SHA512_FIXED_SIGNING, EcdsaKeyPair, EcdsaSigningAlgorithm, RsaKeyPair,
-    RsaPublicKeyComponents,
+    ECDSA_P521_SHA512_FIXED_SIGNING, EcdsaKeyPair, EcdsaSigningAlgorithm, Ed25519KeyPair,
+    RsaKeyPair, RsaPublicKeyComponents,
 };
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
@@ -157,44 +157,44 @@ fn parse_der(der: &PrivateKeyDer<'_>) -> Result<KeyPairInner, KeyLoadError> {
         PrivateKeyDer::Pkcs1(der) => RsaKeyPair::from_der(der.secret_pkcs1_der())
             .map(KeyPairInner::Rsa)
             .map_err(|e| KeyLoadError::rejected("PKCS#1", e)),
-        PrivateKeyDer::Sec1(der) => {
-            let der = der.secret_sec1_der();
-            match EcdsaKeyPair::from_private_key_der(&ECDSA_P256_SHA256_FIXED_SIGNING, der) {
-                Ok(kp) => Ok(KeyPairInner::Ec(kp)),
-                Err(e) => {
-                    Err(
-                        other_curve(|alg| EcdsaKeyPair::from_private_key_der(alg, der).is_ok())
-                            .unwrap_or_else(|| KeyLoadError::rejected("SEC1", e)),
-                    )
-                }
+        PrivateKeyDer::Sec1(der) => parse_sec1(der.secret_sec1_der()),
+        PrivateKeyDer::Pkcs8(der) => parse_pkcs8(der.secret_pkcs8_der()),
+        _ => Err(KeyLoadError::UnsupportedKeyType("unknown".to_owned())),
+    }
+}
+
+/// Parses a SEC1 `ECPrivateKey`, naming the curve if it is not P-256.
+fn parse_sec1(der: &[u8]) -> Result<KeyPairInner, KeyLoadError> {
+    EcdsaKeyPair::from_private_key_der(&ECDSA_P256_SHA256_FIXED_SIGNING, der)
+        .map(KeyPairInner::Ec)
+        .map_err(|e| {
+            other_curve(|alg| EcdsaKeyPair::from_private_key_der(alg, der).is_ok())
+                .unwrap_or_else(|| KeyLoadError::rejected("SEC1", e))
+        })
+}
+
+/// Parses a PKCS#8 `PrivateKeyInfo`: EC P-256 or RSA, naming other key types.
+fn parse_pkcs8(der: &[u8]) -> Result<KeyPairInner, KeyLoadError> {
+    if let Ok(kp) = EcdsaKeyPair::from_pkcs8(&ECDSA_P256_SHA256_FIXED_SIGNING, der) {
+        return Ok(KeyPairInner::Ec(kp));
+    }
+    match RsaKeyPair::from_pkcs8(der) {
+        Ok(kp) => Ok(KeyPairInner::Rsa(kp)),
+        // aws-lc-rs checks the size after parsing an RSA key, so `TooSmall` means RSA.
+        Err(e) if e.description_() == "TooSmall" => Err(KeyLoadError::RsaTooSmall),
+        // Neither P-256 nor RSA: name what it is, if we can.
+        Err(e) if e.description_() == "WrongAlgorithm" => {
+            if let Some(err) = other_curve(|alg| EcdsaKeyPair::from_pkcs8(alg, der).is_ok()) {
+                return Err(err);
             }
+            let kty = if Ed25519KeyPair::from_pkcs8(der).is_ok() {
+                "Ed25519"
+            } else {
+                "unknown"
+            };
+            Err(KeyLoadError::UnsupportedKeyType(kty.to_owned()))
         }
-        PrivateKeyDer::Pkcs8(der) => {
-            let der = der.secret_pkcs8_der();
-            if let Ok(kp) = EcdsaKeyPair::from_pkcs8(&ECDSA_P256_SHA256_FIXED_SIGNING, der) {
-                return Ok(KeyPairInner::Ec(kp));
-            }
-            match RsaKeyPair::from_pkcs8(der) {
-                Ok(kp) => Ok(KeyPairInner::Rsa(kp)),
-                // aws-lc-rs parses the RSA key before checking its size, so `TooSmall`
-                // means this is an RSA key.
-                Err(e) if e.description_() == "TooSmall" => Err(KeyLoadError::RsaTooSmall),
-                Err(e) if e.description_() == "WrongAlgorithm" => {
-                    Err(
-                        other_curve(|alg| EcdsaKeyPair::from_pkcs8(alg, der).is_ok())
-                            .unwrap_or_else(|| {
-                                KeyLoadError::UnsupportedKeyType(
-                                    "PKCS#8 key that is not EC or RSA".to_owned(),
-                                )
-                            }),
-                    )
-                }
-                Err(e) => Err(KeyLoadError::rejected("PKCS#8", e)),
-            }
-        }
-        _ => Err(KeyLoadError::UnsupportedKeyType(
-            "unknown PEM key".to_owned(),
-        )),
+        Err(e) => Err(KeyLoadError::rejected("PKCS#8", e)),
     }
 }
 
@@ -311,4 +311,278 @@ fn pem_error_reason(e: &pem::Error) -> &'static str {
 /// Whether `haystack` contains `needle`.
 fn contains(haystack: &[u8], needle: &[u8]) -> bool {
     haystack.windows(needle.len()).any(|w| w == needle)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::fixtures::*;
+    use base64::engine::general_purpose::STANDARD;
+    use serde_json::{Value, json};
+
+    #[test]
+    fn same_key_in_every_format_gets_the_same_kid_and_public_jwk() {
+        for (formats, thumbprint) in [
+            ([EC_SEC1, EC_PKCS8, EC_JWK], EC_THUMBPRINT),
+            ([RSA_PKCS1, RSA_PKCS8, RSA_JWK], RSA_THUMBPRINT),
+        ] {
+            let [a, b, jwk] = formats;
+            let keys = [
+                SigningKey::from_pem(a.as_bytes(), None, None).unwrap(),
+                SigningKey::from_pem(b.as_bytes(), None, None).unwrap(),
+                SigningKey::from_jwk(jwk.as_bytes(), None).unwrap(),
+            ];
+            for key in &keys {
+                assert_eq!(key.kid(), thumbprint);
+                assert_eq!(key.public_jwk(), keys[0].public_jwk());
+            }
+            // The public JWK carries exactly the fixture's public members.
+            let fixture: Value = serde_json::from_str(jwk).unwrap();
+            let public = keys[0].public_jwk();
+            for member in ["kty", "crv", "x", "y", "n", "e"] {
+                assert_eq!(public.get(member), fixture.get(member), "{member}");
+            }
+        }
+    }
+
+    #[test]
+    fn explicit_kid_overrides_the_thumbprint() {
+        let key =
+            SigningKey::from_pem(EC_SEC1.as_bytes(), Some("prod-1".to_owned()), None).unwrap();
+        assert_eq!(key.kid(), "prod-1");
+        assert_eq!(key.public_jwk()["kid"], "prod-1");
+
+        let mut jwk: Value = serde_json::from_str(EC_JWK).unwrap();
+        jwk["kid"] = json!("from-jwk");
+        let bytes = serde_json::to_vec(&jwk).unwrap();
+        assert_eq!(
+            SigningKey::from_jwk(&bytes, None).unwrap().kid(),
+            "from-jwk"
+        );
+        let key = SigningKey::from_jwk(&bytes, Some("override".to_owned())).unwrap();
+        assert_eq!(key.kid(), "override");
+    }
+
+    #[test]
+    fn rsa_below_2048_bits_is_refused() {
+        let err = SigningKey::from_pem(RSA1024_PKCS1.as_bytes(), None, None).unwrap_err();
+        assert_eq!(err, KeyLoadError::RsaTooSmall);
+        assert_eq!(
+            err.to_string(),
+            "RSA key is smaller than 2048 bits: use a 2048-bit or larger key"
+        );
+    }
+
+    #[test]
+    fn ec_curves_other_than_p256_are_refused_by_name() {
+        for pem in [EC384_SEC1, EC384_PKCS8] {
+            let err = SigningKey::from_pem(pem.as_bytes(), None, None).unwrap_err();
+            assert_eq!(err, KeyLoadError::UnsupportedCurve("P-384".to_owned()));
+        }
+        let err = SigningKey::from_jwk(EC384_JWK.as_bytes(), None).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "unsupported EC curve `P-384`: only P-256 is supported"
+        );
+    }
+
+    #[test]
+    fn other_key_types_are_refused_by_name() {
+        let ed = aws_lc_rs::signature::Ed25519KeyPair::generate().unwrap();
+        let pem = pem_block("PRIVATE KEY", ed.to_pkcs8().unwrap().as_ref());
+        let err = SigningKey::from_pem(pem.as_bytes(), None, None).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "unsupported key type `Ed25519`: use an EC P-256 or RSA key"
+        );
+
+        let p521 = aws_lc_rs::signature::EcdsaKeyPair::generate(
+            &aws_lc_rs::signature::ECDSA_P521_SHA512_FIXED_SIGNING,
+        )
+        .unwrap();
+        let pem = pem_block("PRIVATE KEY", p521.to_pkcs8v1().unwrap().as_ref());
+        let err = SigningKey::from_pem(pem.as_bytes(), None, None).unwrap_err();
+        assert_eq!(err, KeyLoadError::UnsupportedCurve("P-521".to_owned()));
+    }
+
+    fn pem_block(label: &str, der: &[u8]) -> String {
+        let body = STANDARD.encode(der);
+        format!("-----BEGIN {label}-----\n{body}\n-----END {label}-----\n")
+    }
+
+    #[test]
+    fn alg_hint_mismatch_is_refused() {
+        let err =
+            SigningKey::from_pem(RSA_PKCS8.as_bytes(), None, Some(SigningAlg::Es256)).unwrap_err();
+        assert_eq!(
+            err,
+            KeyLoadError::AlgMismatch {
+                expected: SigningAlg::Es256,
+                found: SigningAlg::Rs256
+            }
+        );
+        assert_eq!(
+            err.to_string(),
+            "key is a RS256 key but ES256 was requested"
+        );
+        assert!(SigningKey::from_pem(EC_SEC1.as_bytes(), None, Some(SigningAlg::Rs256)).is_err());
+    }
+
+    #[test]
+    fn malformed_pem_is_refused() {
+        let cases: [(&str, KeyLoadError); 5] = [
+            ("", KeyLoadError::NoPrivateKey),
+            (
+                "-----BEGIN PUBLIC KEY-----\nAAAA\n-----END PUBLIC KEY-----\n",
+                KeyLoadError::NoPrivateKey,
+            ),
+            (
+                "-----BEGIN ENCRYPTED PRIVATE KEY-----\nAAAA\n-----END ENCRYPTED PRIVATE KEY-----\n",
+                KeyLoadError::EncryptedPem,
+            ),
+            (
+                "-----BEGIN PRIVATE KEY-----\nAAAA\n",
+                KeyLoadError::Pem("a block has no END line"),
+            ),
+            (
+                "-----BEGIN PRIVATE KEY-----\nAAAA\n-----END PRIVATE KEY-----\n",
+                KeyLoadError::Rejected {
+                    format: "PKCS#8",
+                    reason: "malformed encoding",
+                },
+            ),
+        ];
+        for (pem, expected) in cases {
+            let err = SigningKey::from_pem(pem.as_bytes(), None, None).unwrap_err();
+            assert_eq!(err, expected, "{pem:?}");
+        }
+        let two = format!("{EC_PKCS8}{RSA_PKCS8}");
+        assert_eq!(
+            SigningKey::from_pem(two.as_bytes(), None, None).unwrap_err(),
+            KeyLoadError::MultiplePrivateKeys
+        );
+    }
+
+    #[test]
+    fn jwk_refusals() {
+        let ec: Value = serde_json::from_str(EC_JWK).unwrap();
+        let rsa: Value = serde_json::from_str(RSA_JWK).unwrap();
+        let with = |base: &Value, member: &str, value: Value| {
+            let mut jwk = base.clone();
+            jwk[member] = value;
+            serde_json::to_vec(&jwk).unwrap()
+        };
+        let without = |base: &Value, member: &str| {
+            let mut jwk = base.clone();
+            jwk.as_object_mut().unwrap().remove(member);
+            serde_json::to_vec(&jwk).unwrap()
+        };
+        let cases: Vec<(Vec<u8>, KeyLoadError)> = vec![
+            (
+                with(&ec, "alg", json!("RS256")),
+                KeyLoadError::JwkAlgMismatch {
+                    found: "RS256".to_owned(),
+                    expected: SigningAlg::Es256,
+                },
+            ),
+            (
+                with(&rsa, "alg", json!("PS256")),
+                KeyLoadError::JwkAlgMismatch {
+                    found: "PS256".to_owned(),
+                    expected: SigningAlg::Rs256,
+                },
+            ),
+            (
+                with(&ec, "use", json!("enc")),
+                KeyLoadError::JwkUse("enc".to_owned()),
+            ),
+            (
+                with(&rsa, "key_ops", json!(["verify"])),
+                KeyLoadError::JwkKeyOps,
+            ),
+            (without(&ec, "d"), KeyLoadError::JwkNotPrivate),
+            (without(&rsa, "d"), KeyLoadError::JwkNotPrivate),
+            (without(&rsa, "qi"), KeyLoadError::JwkMissingMember("qi")),
+            (without(&ec, "kty"), KeyLoadError::JwkMissingMember("kty")),
+            (
+                with(&ec, "kty", json!("OKP")),
+                KeyLoadError::UnsupportedKeyType("OKP".to_owned()),
+            ),
+            (
+                with(&ec, "x", json!("AAAA")),
+                KeyLoadError::JwkInvalidMember("x"),
+            ),
+            (
+                with(&ec, "d", json!("not base64url!")),
+                KeyLoadError::JwkInvalidMember("d"),
+            ),
+            (with(&rsa, "oth", json!([])), KeyLoadError::JwkMultiPrime),
+            (
+                serde_json::to_vec(&json!({"keys": [ec.clone()]})).unwrap(),
+                KeyLoadError::JwkIsSet,
+            ),
+            (
+                b"{not json".to_vec(),
+                KeyLoadError::JwkJson { line: 1, column: 2 },
+            ),
+        ];
+        for (bytes, expected) in cases {
+            let err = SigningKey::from_jwk(&bytes, None).unwrap_err();
+            assert_eq!(err, expected, "{}", String::from_utf8_lossy(&bytes));
+        }
+    }
+
+    #[test]
+    fn jwk_with_mismatched_halves_is_refused() {
+        // The private scalar of one key with the public point of another.
+        let ec: Value = serde_json::from_str(EC_JWK).unwrap();
+        let other = SigningKey::generate(SigningAlg::Es256, None)
+            .unwrap()
+            .public_jwk();
+        let mut jwk = ec.clone();
+        jwk["x"] = other["x"].clone();
+        jwk["y"] = other["y"].clone();
+        let err = SigningKey::from_jwk(&serde_json::to_vec(&jwk).unwrap(), None).unwrap_err();
+        assert!(
+            matches!(err, KeyLoadError::Rejected { format: "JWK", .. }),
+            "{err}"
+        );
+
+        // An RSA modulus that is not p·q.
+        let mut rsa: Value = serde_json::from_str(RSA_JWK).unwrap();
+        let other = SigningKey::generate(SigningAlg::Rs256, None)
+            .unwrap()
+            .public_jwk();
+        rsa["n"] = other["n"].clone();
+        let err = SigningKey::from_jwk(&serde_json::to_vec(&rsa).unwrap(), None).unwrap_err();
+        assert!(
+            matches!(err, KeyLoadError::Rejected { format: "JWK", .. }),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn jwk_errors_do_not_echo_private_values() {
+        let mut ec: Value = serde_json::from_str(EC_JWK).unwrap();
+        ec["d"] = json!(12_345_678_987_654_321_u64);
+        let err = SigningKey::from_jwk(&serde_json::to_vec(&ec).unwrap(), None).unwrap_err();
+        assert!(matches!(err, KeyLoadError::JwkJson { .. }));
+        assert!(!err.to_string().contains("12345678987654321"));
+        assert!(!format!("{err:?}").contains("12345678987654321"));
+    }
+
+    #[test]
+    fn debug_of_loaded_keys_hides_key_material() {
+        let fixture: Value = serde_json::from_str(RSA_JWK).unwrap();
+        let key = SigningKey::from_jwk(RSA_JWK.as_bytes(), None).unwrap();
+        let dbg = format!("{key:?}");
+        assert_eq!(
+            dbg,
+            format!("SigningKey {{ kid: \"{RSA_THUMBPRINT}\", alg: Rs256, .. }}")
+        );
+        for member in ["n", "d", "p", "q"] {
+            let value = fixture[member].as_str().unwrap();
+            assert!(!dbg.contains(&value[..16]), "{member}");
+        }
+    }
 }
