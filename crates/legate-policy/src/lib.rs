@@ -1,1 +1,101 @@
-//! legate-policy
+//! Legate's conditional-access policy engine, built on [Cedar](https://www.cedarpolicy.com).
+//!
+//! What it does: loads a Cedar schema and policy files, validates every policy against the
+//! schema (strict mode) at load time, and decides whether a verified workload may exchange
+//! its token for a token of a named *target*. It maps a request onto the `Legate` entity
+//! model:
+//!
+//! - principal `Legate::Workload::"<trust>|<subject>"`, whose only parent is
+//!   `Legate::Issuer::"<trust>"`, with attributes `issuer`, `subject`, `trust` and `claims`
+//!   (every claim of the token: string → `String`, integer → `Long`, boolean → `Bool`,
+//!   array → `Set`, object → `Record`; JSON `null` and non-integer numbers are dropped, as
+//!   if absent);
+//! - action `Legate::Action::"exchange"`;
+//! - resource `Legate::Target::"<name>"` with attributes `name`, `kind`, `audience` and the
+//!   target's labels as entity tags;
+//! - context `source_ip`, `request_time`, `utc_hour`, `utc_weekday`, `requested_lifetime`,
+//!   `has_actor`.
+//!
+//! Requests and entities are built *without* the schema, so claims the schema does not
+//! declare never break evaluation; they are merely unreachable from (validated) policies.
+//!
+//! At load time the policies are sliced per (trust, target): each slice holds only the
+//! policies whose scope can match that pair, so evaluation cost grows with the policies
+//! that concern a target rather than with the whole set. Slicing never changes a decision.
+//!
+//! One deliberate departure from plain Cedar: a `forbid` policy that fails to evaluate
+//! (Cedar skips erroring policies) turns an Allow into a Deny
+//! ([`DecisionReason::ForbidFailed`]); a guardrail must fail closed.
+//!
+//! What it does not do: no I/O besides reading a policy directory in
+//! [`PolicyEngine::load_dir`], no async, no clock reads (the request carries `now`), no
+//! token verification (claims arrive verified) and no token minting.
+//!
+//! Layout:
+//! - [`engine`](mod@engine): [`PolicyEngine`], [`PolicyRequest`], [`Decision`], [`TargetInfo`];
+//! - [`load`]: reading, parsing and validating sources; [`PolicyLoadError`];
+//! - `request` (private): claim conversion, entity and request building;
+//! - `scope` (private): the scope analysis behind slicing;
+//! - `diag` (private): Cedar diagnostics rendered with line and column;
+//! - [`cases`]: policy test cases (`*.cases`, TOML) and their runner, for tests and the CLI;
+//! - [`BUNDLED_SCHEMA`], [`BUNDLED_POLICIES`], [`BUNDLED_CASES`]: the example policies in
+//!   the repository's `policies/` directory.
+
+pub mod cases;
+mod diag;
+pub mod engine;
+pub mod load;
+mod request;
+mod scope;
+
+pub use cases::{
+    CaseFailure, CaseFileError, CaseReport, Expectation, PolicyCase, parse_cases, run_case,
+    run_cases,
+};
+pub use engine::{Decision, DecisionReason, PolicyEngine, PolicyRequest, TargetInfo};
+pub use load::{PolicyIssue, PolicyLoadError, SCHEMA_FILE};
+
+/// The bundled schema, `policies/legate.cedarschema`.
+pub const BUNDLED_SCHEMA: &str = include_str!("../../../policies/legate.cedarschema");
+
+/// The bundled example policies, `policies/*.cedar`, as (file name, text), sorted by name.
+pub const BUNDLED_POLICIES: &[(&str, &str)] = &[
+    ("demo.cedar", include_str!("../../../policies/demo.cedar")),
+    (
+        "github.cedar",
+        include_str!("../../../policies/github.cedar"),
+    ),
+    (
+        "gitlab.cedar",
+        include_str!("../../../policies/gitlab.cedar"),
+    ),
+    (
+        "guardrails.cedar",
+        include_str!("../../../policies/guardrails.cedar"),
+    ),
+    (
+        "kubernetes.cedar",
+        include_str!("../../../policies/kubernetes.cedar"),
+    ),
+];
+
+/// The test cases of the bundled policies, `policies/*.cases`, as (file name, text).
+pub const BUNDLED_CASES: &[(&str, &str)] = &[
+    ("demo.cases", include_str!("../../../policies/demo.cases")),
+    (
+        "github.cases",
+        include_str!("../../../policies/github.cases"),
+    ),
+    (
+        "gitlab.cases",
+        include_str!("../../../policies/gitlab.cases"),
+    ),
+    (
+        "guardrails.cases",
+        include_str!("../../../policies/guardrails.cases"),
+    ),
+    (
+        "kubernetes.cases",
+        include_str!("../../../policies/kubernetes.cases"),
+    ),
+];

@@ -1,0 +1,378 @@
+//! Mapping a [`PolicyRequest`] onto Cedar: claim conversion, entities, context, request.
+//!
+//! Nothing here uses the schema: undeclared claims must not break evaluation.
+
+use std::net::IpAddr;
+use std::str::FromStr;
+
+use cedar_policy::{
+    Context, Entities, Entity, EntityId, EntityTypeName, EntityUid, Request, RestrictedExpression,
+};
+use serde_json::{Map, Value};
+
+use crate::engine::{PolicyRequest, TargetInfo};
+
+/// Claims nesting deeper than this (arrays and objects) fail the request: deep nesting has
+/// no legitimate use and recursion must be bounded.
+pub(crate) const MAX_CLAIM_DEPTH: usize = 32;
+
+/// The Cedar names of the entity model, built once per engine.
+#[derive(Debug, Clone)]
+pub(crate) struct Names {
+    pub(crate) workload: EntityTypeName,
+    pub(crate) issuer: EntityTypeName,
+    pub(crate) target: EntityTypeName,
+    pub(crate) action: EntityUid,
+}
+
+/// Why a request could not be mapped onto Cedar (the decision is then a deny).
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum RequestBuildError {
+    #[error("claim `{claim}` nests deeper than {MAX_CLAIM_DEPTH} levels")]
+    ClaimTooDeep { claim: String },
+    #[error("claim `{claim}` cannot be converted: {message}")]
+    Claim { claim: String, message: String },
+    #[error("requested lifetime `{0}` is out of range")]
+    Lifetime(u64),
+    #[error("cannot build the workload entity: {0}")]
+    Entity(String),
+    #[error("cannot build the request context: {0}")]
+    Context(String),
+    #[error("cannot build the entity store: {0}")]
+    Entities(String),
+    #[error("cannot build the request: {0}")]
+    Request(String),
+}
+
+/// Why a target entity could not be built at load time.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub(crate) struct TargetEntityError(String);
+
+/// The pieces of a request that are fixed at load time.
+#[derive(Debug)]
+pub(crate) struct Fixed<'a> {
+    pub(crate) issuer_uid: &'a EntityUid,
+    pub(crate) issuer: &'a Entity,
+    pub(crate) target_uid: &'a EntityUid,
+    pub(crate) target: &'a Entity,
+}
+
+impl Names {
+    #[expect(
+        clippy::expect_used,
+        reason = "constant, valid Cedar names; exercised by every test"
+    )]
+    pub(crate) fn new() -> Self {
+        let name = |s: &str| EntityTypeName::from_str(s).expect("valid Cedar type name");
+        Self {
+            workload: name("Legate::Workload"),
+            issuer: name("Legate::Issuer"),
+            target: name("Legate::Target"),
+            action: EntityUid::from_type_name_and_id(
+                name("Legate::Action"),
+                EntityId::new("exchange"),
+            ),
+        }
+    }
+
+    pub(crate) fn issuer_uid(&self, trust: &str) -> EntityUid {
+        EntityUid::from_type_name_and_id(self.issuer.clone(), EntityId::new(trust))
+    }
+
+    pub(crate) fn target_uid(&self, target: &str) -> EntityUid {
+        EntityUid::from_type_name_and_id(self.target.clone(), EntityId::new(target))
+    }
+
+    pub(crate) fn workload_uid(&self, trust: &str, subject: &str) -> EntityUid {
+        EntityUid::from_type_name_and_id(
+            self.workload.clone(),
+            EntityId::new(format!("{trust}|{subject}")),
+        )
+    }
+}
+
+/// The `Legate::Target` entity of `target`: attributes `name`, `kind`, `audience`; labels
+/// as tags.
+pub(crate) fn target_entity(
+    names: &Names,
+    target: &TargetInfo,
+) -> Result<Entity, TargetEntityError> {
+    let attrs = [
+        ("name", &target.name),
+        ("kind", &target.kind),
+        ("audience", &target.audience),
+    ]
+    .map(|(k, v)| (k.to_owned(), RestrictedExpression::new_string(v.clone())));
+    let tags = target
+        .labels
+        .iter()
+        .map(|(k, v)| (k.clone(), RestrictedExpression::new_string(v.clone())));
+    Entity::new_with_tags(names.target_uid(&target.name), attrs, [], tags)
+        .map_err(|e| TargetEntityError(e.to_string()))
+}
+
+/// Builds the Cedar request and entity store for `req`.
+pub(crate) fn build(
+    names: &Names,
+    req: &PolicyRequest<'_>,
+    fixed: &Fixed<'_>,
+) -> Result<(Request, Entities), RequestBuildError> {
+    let claims = claims_record(req.claims)?;
+    let principal = names.workload_uid(req.trust, req.subject);
+    let workload = Entity::new_with_tags(
+        principal.clone(),
+        [
+            (
+                "issuer".to_owned(),
+                RestrictedExpression::new_string(req.issuer.to_owned()),
+            ),
+            (
+                "subject".to_owned(),
+                RestrictedExpression::new_string(req.subject.to_owned()),
+            ),
+            (
+                "trust".to_owned(),
+                RestrictedExpression::new_string(req.trust.to_owned()),
+            ),
+            ("claims".to_owned(), claims),
+        ],
+        [fixed.issuer_uid.clone()],
+        [],
+    )
+    .map_err(|e| RequestBuildError::Entity(e.to_string()))?;
+    let entities =
+        Entities::from_entities([workload, fixed.issuer.clone(), fixed.target.clone()], None)
+            .map_err(|e| RequestBuildError::Entities(e.to_string()))?;
+    let request = Request::new(
+        principal,
+        names.action.clone(),
+        fixed.target_uid.clone(),
+        context(req)?,
+        None,
+    )
+    .map_err(|e| RequestBuildError::Request(e.to_string()))?;
+    Ok((request, entities))
+}
+
+/// The request context: `source_ip`, `request_time`, `utc_hour`, `utc_weekday`
+/// (0 = Monday), `requested_lifetime`, `has_actor`.
+fn context(req: &PolicyRequest<'_>) -> Result<Context, RequestBuildError> {
+    const DAY: i64 = 86_400;
+    let lifetime = i64::try_from(req.requested_lifetime)
+        .map_err(|_| RequestBuildError::Lifetime(req.requested_lifetime))?;
+    let utc_hour = req.now.rem_euclid(DAY) / 3_600;
+    // 1970-01-01 was a Thursday (3 when Monday is 0).
+    let utc_weekday = (req.now.div_euclid(DAY) + 3).rem_euclid(7);
+    Context::from_pairs([
+        (
+            "source_ip".to_owned(),
+            RestrictedExpression::new_ip(ip_text(req.source_ip)),
+        ),
+        (
+            "request_time".to_owned(),
+            RestrictedExpression::new_long(req.now),
+        ),
+        (
+            "utc_hour".to_owned(),
+            RestrictedExpression::new_long(utc_hour),
+        ),
+        (
+            "utc_weekday".to_owned(),
+            RestrictedExpression::new_long(utc_weekday),
+        ),
+        (
+            "requested_lifetime".to_owned(),
+            RestrictedExpression::new_long(lifetime),
+        ),
+        (
+            "has_actor".to_owned(),
+            RestrictedExpression::new_bool(false),
+        ),
+    ])
+    .map_err(|e| RequestBuildError::Context(e.to_string()))
+}
+
+/// `ip` as Cedar's `ip()` extension accepts it.
+///
+/// IPv4-mapped IPv6 addresses become IPv4, so that `::ffff:169.254.169.254` matches
+/// `ip("169.254.0.0/16")`; other IPv6 addresses are written as eight hex groups, because
+/// Cedar rejects the dotted forms Rust would otherwise print.
+fn ip_text(ip: IpAddr) -> String {
+    match ip.to_canonical() {
+        IpAddr::V4(v4) => v4.to_string(),
+        IpAddr::V6(v6) => v6
+            .segments()
+            .iter()
+            .map(|s| format!("{s:x}"))
+            .collect::<Vec<_>>()
+            .join(":"),
+    }
+}
+
+/// The token's claims as a Cedar record.
+fn claims_record(claims: &Map<String, Value>) -> Result<RestrictedExpression, RequestBuildError> {
+    let mut fields = Vec::with_capacity(claims.len());
+    for (name, value) in claims {
+        if let Some(expr) = claim_value(name, value, 1)? {
+            fields.push((name.clone(), expr));
+        }
+    }
+    RestrictedExpression::new_record(fields).map_err(|e| RequestBuildError::Claim {
+        claim: "claims".to_owned(),
+        message: e.to_string(),
+    })
+}
+
+/// Converts one JSON value; `None` for the values that are dropped (null, non-integers).
+fn claim_value(
+    claim: &str,
+    value: &Value,
+    depth: usize,
+) -> Result<Option<RestrictedExpression>, RequestBuildError> {
+    Ok(match value {
+        Value::Null => None,
+        Value::Bool(b) => Some(RestrictedExpression::new_bool(*b)),
+        Value::Number(n) => n.as_i64().map(RestrictedExpression::new_long),
+        Value::String(s) => Some(RestrictedExpression::new_string(s.clone())),
+        Value::Array(items) => {
+            check_depth(claim, depth)?;
+            let mut elements = Vec::with_capacity(items.len());
+            for item in items {
+                elements.extend(claim_value(claim, item, depth + 1)?);
+            }
+            Some(RestrictedExpression::new_set(elements))
+        }
+        Value::Object(members) => {
+            check_depth(claim, depth)?;
+            let mut fields = Vec::with_capacity(members.len());
+            for (name, member) in members {
+                if let Some(expr) = claim_value(claim, member, depth + 1)? {
+                    fields.push((name.clone(), expr));
+                }
+            }
+            Some(RestrictedExpression::new_record(fields).map_err(|e| {
+                RequestBuildError::Claim {
+                    claim: printable(claim),
+                    message: e.to_string(),
+                }
+            })?)
+        }
+    })
+}
+
+fn check_depth(claim: &str, depth: usize) -> Result<(), RequestBuildError> {
+    if depth >= MAX_CLAIM_DEPTH {
+        return Err(RequestBuildError::ClaimTooDeep {
+            claim: printable(claim),
+        });
+    }
+    Ok(())
+}
+
+/// A claim name fit for an error message: escaped and at most 64 characters.
+fn printable(claim: &str) -> String {
+    claim
+        .chars()
+        .take(64)
+        .flat_map(char::escape_debug)
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn ip_text_is_accepted_by_cedar_and_canonical() {
+        for (ip, text) in [
+            ("192.0.2.1", "192.0.2.1"),
+            ("::ffff:169.254.169.254", "169.254.169.254"),
+            ("::1", "0:0:0:0:0:0:0:1"),
+            ("::1.2.3.4", "0:0:0:0:0:0:102:304"),
+            ("2001:db8::8", "2001:db8:0:0:0:0:0:8"),
+        ] {
+            let ip: IpAddr = ip.parse().unwrap();
+            assert_eq!(ip_text(ip), text);
+            Context::from_pairs([("ip".to_owned(), RestrictedExpression::new_ip(text))]).unwrap();
+        }
+    }
+
+    #[test]
+    fn claim_conversion_drops_null_and_non_integers() {
+        let claims = json!({
+            "s": "x", "i": 7, "neg": -3, "f": 1.5, "big": u64::MAX, "n": null, "b": true,
+            "a": ["x", null, 2.5, 3], "o": {"k": "v", "n": null}
+        });
+        let Value::Object(claims) = claims else {
+            unreachable!()
+        };
+        let record = claims_record(&claims).unwrap();
+        let ctx = Context::from_pairs([("c".to_owned(), record)]).unwrap();
+        let text = ctx.get("c").unwrap().to_string();
+        for kept in [
+            r#""s": "x""#,
+            r#""i": 7"#,
+            r#""neg": -3"#,
+            r#""b": true"#,
+            r#""k": "v""#,
+        ] {
+            assert!(text.contains(kept), "{kept} missing from {text}");
+        }
+        for dropped in [r#""f""#, r#""big""#, r#""n""#, "2.5"] {
+            assert!(!text.contains(dropped), "{dropped} kept in {text}");
+        }
+    }
+
+    #[test]
+    fn deep_claims_fail() {
+        let mut value = json!("leaf");
+        for _ in 0..MAX_CLAIM_DEPTH {
+            value = json!([value]);
+        }
+        let mut claims = Map::new();
+        claims.insert("deep".to_owned(), value);
+        assert!(matches!(
+            claims_record(&claims),
+            Err(RequestBuildError::ClaimTooDeep { .. })
+        ));
+        // One level less is fine.
+        let mut value = json!("leaf");
+        for _ in 0..MAX_CLAIM_DEPTH - 1 {
+            value = json!({ "k": value });
+        }
+        claims.insert("deep".to_owned(), value);
+        claims_record(&claims).unwrap();
+    }
+
+    #[test]
+    fn weekday_and_hour() {
+        let claims = Map::new();
+        let mut req = PolicyRequest {
+            trust: "t",
+            issuer: "i",
+            subject: "s",
+            claims: &claims,
+            target: "x",
+            source_ip: "192.0.2.1".parse().unwrap(),
+            // 2026-01-01T13:30:00Z, a Thursday.
+            now: 1_767_274_200,
+            requested_lifetime: 60,
+        };
+        let get = |ctx: &Context, k: &str| ctx.get(k).unwrap().to_string();
+        let ctx = context(&req).unwrap();
+        assert_eq!(get(&ctx, "utc_hour"), "13");
+        assert_eq!(get(&ctx, "utc_weekday"), "3");
+        // 1969-12-31T23:00:00Z, a Wednesday.
+        req.now = -3_600;
+        let ctx = context(&req).unwrap();
+        assert_eq!(get(&ctx, "utc_hour"), "23");
+        assert_eq!(get(&ctx, "utc_weekday"), "2");
+        req.requested_lifetime = u64::MAX;
+        assert!(matches!(
+            context(&req),
+            Err(RequestBuildError::Lifetime(u64::MAX))
+        ));
+    }
+}
