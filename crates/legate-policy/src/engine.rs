@@ -417,3 +417,432 @@ fn decide(response: &Response, policies: &PolicySet) -> Decision {
         reason,
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+    use serde_json::{Map, Value, json};
+
+    const TRUSTS: [&str; 3] = ["t0", "t1", "t2"];
+    const TARGETS: [&str; 4] = ["x0", "x1", "x2", "x3"];
+
+    fn targets() -> Vec<TargetInfo> {
+        TARGETS
+            .iter()
+            .enumerate()
+            .map(|(i, name)| TargetInfo {
+                name: (*name).to_owned(),
+                kind: "jwt".to_owned(),
+                audience: format!("https://{name}.invalid"),
+                labels: BTreeMap::from([(
+                    "env".to_owned(),
+                    if i % 2 == 0 { "prod" } else { "dev" }.to_owned(),
+                )]),
+            })
+            .collect()
+    }
+
+    fn engine(policies: &str) -> PolicyEngine {
+        PolicyEngine::from_sources(
+            crate::BUNDLED_SCHEMA,
+            &[("p.cedar".to_owned(), policies.to_owned())],
+            &targets(),
+            &TRUSTS.map(String::from),
+        )
+        .unwrap()
+    }
+
+    fn claims(value: Value) -> Map<String, Value> {
+        match value {
+            Value::Object(map) => map,
+            _ => unreachable!(),
+        }
+    }
+
+    fn request<'a>(claims: &'a Map<String, Value>) -> PolicyRequest<'a> {
+        PolicyRequest {
+            trust: "t0",
+            issuer: "https://t0.invalid",
+            subject: "s0",
+            claims,
+            target: "x0",
+            source_ip: "192.0.2.1".parse().unwrap(),
+            now: 1_767_225_600,
+            requested_lifetime: 60,
+        }
+    }
+
+    #[test]
+    fn engine_is_send_and_sync() {
+        fn assert_send_sync<T: Send + Sync>() {}
+        assert_send_sync::<PolicyEngine>();
+    }
+
+    #[test]
+    fn reasons_and_determining_policies() {
+        let engine = engine(
+            r#"@id("allow") permit(principal, action, resource);
+               @id("long") forbid(principal, action, resource) when { context.requested_lifetime > 100 };"#,
+        );
+        let claims = claims(json!({}));
+        let mut req = request(&claims);
+        assert_eq!(
+            engine.evaluate(&req),
+            Decision {
+                allowed: true,
+                policy_ids: vec!["allow".into()],
+                errors: vec![],
+                reason: DecisionReason::Permitted,
+            }
+        );
+        req.requested_lifetime = 101;
+        let decision = engine.evaluate(&req);
+        assert!(!decision.allowed);
+        assert_eq!(decision.reason, DecisionReason::ForbiddenByPolicy);
+        assert_eq!(decision.policy_ids, ["long"]);
+        req.target = "nope";
+        assert_eq!(engine.evaluate(&req).reason, DecisionReason::UnknownTarget);
+        req.target = "x0";
+        req.trust = "nope";
+        assert_eq!(engine.evaluate(&req).reason, DecisionReason::UnknownTrust);
+        let empty = PolicyEngine::from_sources(
+            crate::BUNDLED_SCHEMA,
+            &[],
+            &targets(),
+            &TRUSTS.map(String::from),
+        )
+        .unwrap();
+        req.trust = "t0";
+        assert_eq!(
+            empty.evaluate(&req),
+            Decision::deny(DecisionReason::NoPermit)
+        );
+        assert_eq!(empty.policy_count(), 0);
+    }
+
+    #[test]
+    fn a_failing_forbid_fails_closed() {
+        // `request_time * 2^62` overflows: the forbid errors, and Cedar would skip it.
+        let engine = engine(
+            r#"@id("allow") permit(principal, action, resource);
+               @id("broken") forbid(principal, action, resource)
+               when { context.request_time * 4611686018427387904 > 0 };"#,
+        );
+        let claims = claims(json!({}));
+        let decision = engine.evaluate(&request(&claims));
+        assert!(!decision.allowed);
+        assert_eq!(decision.reason, DecisionReason::ForbidFailed);
+        assert_eq!(decision.policy_ids, ["broken"]);
+        assert_eq!(decision.errors.len(), 1);
+        assert!(
+            decision.errors[0].contains("`broken`"),
+            "{:?}",
+            decision.errors
+        );
+    }
+
+    #[test]
+    fn a_failing_permit_grants_nothing() {
+        // `runner_id` is declared a Long; a token carrying a string fails the comparison.
+        let engine = engine(
+            r#"@id("runner") permit(principal, action, resource)
+               when { principal.claims has runner_id && principal.claims.runner_id > 3 };"#,
+        );
+        let claims = claims(json!({"runner_id": "7"}));
+        let decision = engine.evaluate(&request(&claims));
+        assert!(!decision.allowed);
+        assert_eq!(decision.reason, DecisionReason::NoPermit);
+        assert_eq!(decision.errors.len(), 1);
+        let claims = claims_of_runner(7);
+        assert!(engine.evaluate(&request(&claims)).allowed);
+    }
+
+    fn claims_of_runner(id: i64) -> Map<String, Value> {
+        claims(json!({ "runner_id": id }))
+    }
+
+    #[test]
+    fn undeclared_and_odd_claims_do_not_break_evaluation() {
+        let engine = engine(
+            r#"@id("allow") permit(principal, action, resource) when { principal.claims.sub == "s0" };"#,
+        );
+        let claims = claims(json!({
+            "sub": "s0", "undeclared": {"deep": [1, 2.5, null, {"x": true}]},
+            "ref": 12, "env": null, "aud": ["a", "b"]
+        }));
+        let decision = engine.evaluate(&request(&claims));
+        assert!(decision.allowed, "{decision:?}");
+    }
+
+    #[test]
+    fn unbuildable_requests_are_denied() {
+        let engine = engine("permit(principal, action, resource);");
+        let mut value = json!(1);
+        for _ in 0..crate::request::MAX_CLAIM_DEPTH {
+            value = json!([value]);
+        }
+        let claims = claims(json!({ "deep": value }));
+        let decision = engine.evaluate(&request(&claims));
+        assert!(!decision.allowed);
+        assert_eq!(decision.reason, DecisionReason::RequestBuildFailed);
+        assert_eq!(
+            decision.errors,
+            [format!(
+                "claim `deep` nests deeper than {} levels",
+                crate::request::MAX_CLAIM_DEPTH
+            )]
+        );
+        let claims = Map::new();
+        let mut req = request(&claims);
+        req.requested_lifetime = u64::MAX;
+        assert_eq!(
+            engine.evaluate(&req).reason,
+            DecisionReason::RequestBuildFailed
+        );
+    }
+
+    #[test]
+    fn entity_model_is_visible_to_policies() {
+        let engine = engine(
+            r#"@id("model") permit(
+                 principal == Legate::Workload::"t1|a|b",
+                 action == Legate::Action::"exchange",
+                 resource == Legate::Target::"x1"
+               ) when {
+                 principal in Legate::Issuer::"t1" &&
+                 principal.trust == "t1" && principal.subject == "a|b" &&
+                 principal.issuer == "https://t1.invalid" &&
+                 resource.name == "x1" && resource.kind == "jwt" &&
+                 resource.audience == "https://x1.invalid" &&
+                 resource.hasTag("env") && resource.getTag("env") == "dev" &&
+                 context.source_ip == ip("2001:db8::1") &&
+                 context.request_time == 1767274200 &&
+                 context.utc_hour == 13 && context.utc_weekday == 3 &&
+                 context.requested_lifetime == 60 && !context.has_actor
+               };"#,
+        );
+        let claims = claims(json!({}));
+        let req = PolicyRequest {
+            trust: "t1",
+            issuer: "https://t1.invalid",
+            subject: "a|b",
+            target: "x1",
+            source_ip: "2001:db8::1".parse().unwrap(),
+            now: 1_767_274_200,
+            ..request(&claims)
+        };
+        let decision = engine.evaluate(&req);
+        assert!(decision.allowed, "{decision:?}");
+        assert_eq!(engine.slice_len("t1", "x1"), Some(1));
+        assert_eq!(engine.slice_len("t0", "x1"), Some(0));
+        assert_eq!(engine.slice_len("t1", "x0"), Some(0));
+    }
+
+    #[test]
+    fn invalid_configuration_is_rejected() {
+        let load = |targets: &[TargetInfo], trusts: &[&str]| {
+            PolicyEngine::from_sources(
+                crate::BUNDLED_SCHEMA,
+                &[],
+                targets,
+                &trusts.iter().map(|t| (*t).to_owned()).collect::<Vec<_>>(),
+            )
+        };
+        for (trusts, expected) in [
+            (
+                &["a|b"][..],
+                "invalid trust name `a|b`: it must be non-empty and must not contain `|`",
+            ),
+            (
+                &[""][..],
+                "invalid trust name ``: it must be non-empty and must not contain `|`",
+            ),
+            (&["a", "a"][..], "trust `a` is listed twice"),
+        ] {
+            assert_eq!(load(&[], trusts).unwrap_err().to_string(), expected);
+        }
+        let mut doubled = targets();
+        doubled.push(doubled[0].clone());
+        assert_eq!(
+            load(&doubled, &["a"]).unwrap_err().to_string(),
+            "target `x0` is listed twice"
+        );
+    }
+
+    #[test]
+    fn warnings_name_policies_that_never_apply() {
+        let engine = engine(
+            r#"@id("typo") permit(principal, action, resource == Legate::Target::"x9");
+               @id("gone") permit(principal in Legate::Issuer::"t9", action, resource);
+               @id("never") permit(principal == Legate::Issuer::"t0", action, resource);"#,
+        );
+        let warnings = engine.warnings().join("\n");
+        for id in ["typo", "gone", "never"] {
+            assert!(warnings.contains(&format!("`{id}`")), "{warnings}");
+        }
+    }
+
+    /// One random policy, valid against the bundled schema.
+    fn policy() -> impl Strategy<Value = String> {
+        let trust = prop_oneof![Just("t0"), Just("t1"), Just("t2"), Just("t9")];
+        let subject = prop_oneof![Just("s0"), Just("s1")];
+        let principal = prop_oneof![
+            Just("principal".to_owned()),
+            Just("principal is Legate::Workload".to_owned()),
+            trust
+                .clone()
+                .prop_map(|t| format!(r#"principal in Legate::Issuer::"{t}""#)),
+            trust
+                .clone()
+                .prop_map(|t| format!(r#"principal is Legate::Workload in Legate::Issuer::"{t}""#)),
+            (trust.clone(), subject.clone())
+                .prop_map(|(t, s)| format!(r#"principal == Legate::Workload::"{t}|{s}""#)),
+            (trust, subject)
+                .prop_map(|(t, s)| format!(r#"principal in Legate::Workload::"{t}|{s}""#)),
+        ];
+        let action = prop_oneof![
+            Just("action"),
+            Just(r#"action == Legate::Action::"exchange""#),
+            Just(r#"action in [Legate::Action::"exchange"]"#),
+        ];
+        let target = prop_oneof![Just("x0"), Just("x1"), Just("x2"), Just("x3"), Just("x9")];
+        let resource = prop_oneof![
+            Just("resource".to_owned()),
+            Just("resource is Legate::Target".to_owned()),
+            target
+                .clone()
+                .prop_map(|x| format!(r#"resource == Legate::Target::"{x}""#)),
+            target.prop_map(|x| format!(r#"resource in Legate::Target::"{x}""#)),
+        ];
+        let condition = prop_oneof![
+            Just("true".to_owned()),
+            Just(r#"principal.claims has env && principal.claims.env == "dev""#.to_owned()),
+            (0u32..4000).prop_map(|n| format!("context.requested_lifetime > {n}")),
+            Just(r#"resource.hasTag("env") && resource.getTag("env") == "prod""#.to_owned()),
+            (0u32..24).prop_map(|h| format!("context.utc_hour < {h}")),
+            Just(r#"context.source_ip.isInRange(ip("10.0.0.0/8"))"#.to_owned()),
+            Just(r#"principal.subject == "s1""#.to_owned()),
+            // Errors at run time: overflow, or a string `runner_id`.
+            Just("context.request_time * 4611686018427387904 > 0".to_owned()),
+            (0i64..10).prop_map(|n| format!(
+                "principal.claims has runner_id && principal.claims.runner_id > {n}"
+            )),
+        ];
+        (
+            prop::bool::weighted(0.6),
+            principal,
+            action,
+            resource,
+            condition,
+        )
+            .prop_map(|(permit, p, a, r, c)| {
+                let effect = if permit { "permit" } else { "forbid" };
+                format!("{effect} ({p}, {a}, {r}) when {{ {c} }};")
+            })
+    }
+
+    #[derive(Debug, Clone)]
+    struct Req {
+        trust: &'static str,
+        subject: &'static str,
+        target: &'static str,
+        claims: Map<String, Value>,
+        source_ip: IpAddr,
+        now: i64,
+        requested_lifetime: u64,
+    }
+
+    impl Req {
+        fn as_request(&self) -> PolicyRequest<'_> {
+            PolicyRequest {
+                trust: self.trust,
+                issuer: "https://issuer.invalid",
+                subject: self.subject,
+                claims: &self.claims,
+                target: self.target,
+                source_ip: self.source_ip,
+                now: self.now,
+                requested_lifetime: self.requested_lifetime,
+            }
+        }
+    }
+
+    fn req() -> impl Strategy<Value = Req> {
+        let env = prop_oneof![Just(None), Just(Some("dev")), Just(Some("prod"))];
+        let runner = prop_oneof![
+            Just(Value::Null),
+            (0i64..10).prop_map(Value::from),
+            Just(Value::from("5")),
+        ];
+        let ip = prop_oneof![
+            Just("10.1.2.3"),
+            Just("192.0.2.1"),
+            Just("::ffff:10.0.0.1"),
+            Just("2001:db8::1"),
+        ];
+        (
+            prop_oneof![Just("t0"), Just("t1"), Just("t2")],
+            prop_oneof![Just("s0"), Just("s1")],
+            prop_oneof![Just("x0"), Just("x1"), Just("x2"), Just("x3")],
+            env,
+            runner,
+            ip,
+            0i64..4_000_000_000,
+            0u64..5000,
+        )
+            .prop_map(|(trust, subject, target, env, runner, ip, now, lifetime)| {
+                let mut claims = Map::new();
+                claims.insert("sub".into(), subject.into());
+                if let Some(env) = env {
+                    claims.insert("env".into(), env.into());
+                }
+                claims.insert("runner_id".into(), runner);
+                Req {
+                    trust,
+                    subject,
+                    target,
+                    claims,
+                    source_ip: ip.parse().unwrap(),
+                    now,
+                    requested_lifetime: lifetime,
+                }
+            })
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(128))]
+
+        /// Slicing never changes a decision, its determining policies or its errors.
+        #[test]
+        fn sliced_and_full_set_agree(
+            policies in prop::collection::vec(policy(), 0..40),
+            reqs in prop::collection::vec(req(), 1..24),
+        ) {
+            let engine = engine(&policies.join("\n"));
+            prop_assert_eq!(engine.policy_count(), policies.len());
+            for r in &reqs {
+                let req = r.as_request();
+                prop_assert_eq!(engine.evaluate(&req), engine.evaluate_unsliced(&req), "{:?}", r);
+            }
+        }
+
+        /// Adding a forbid never turns a Deny into an Allow.
+        #[test]
+        fn adding_a_forbid_never_allows_more(
+            policies in prop::collection::vec(policy(), 0..30),
+            forbid in policy().prop_map(|p| p.replacen("permit", "forbid", 1)),
+            reqs in prop::collection::vec(req(), 1..24),
+        ) {
+            let base = engine(&policies.join("\n"));
+            let extended = engine(&format!("{}\n{forbid}", policies.join("\n")));
+            for r in &reqs {
+                let req = r.as_request();
+                let before = base.evaluate(&req);
+                let after = extended.evaluate(&req);
+                prop_assert!(before.allowed || !after.allowed, "{:?}\n{:?}\n{:?}", r, before, after);
+                prop_assert_eq!(after.clone(), extended.evaluate_unsliced(&req));
+            }
+        }
+    }
+}
