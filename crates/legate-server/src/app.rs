@@ -1,0 +1,339 @@
+//! Application state: everything a request needs, built once from a [`Config`].
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use ipnet::IpNet;
+use legate_core::jwk::KeySet;
+use legate_core::{Clock, VerifyRules};
+use legate_issuer::{Issuer, KeyRing, SigningKey};
+use legate_policy::{PolicyEngine, TargetInfo};
+use legate_state::{ReplayCache, ReplayMode};
+use legate_sts::{CredentialProvider, JwtProvider, Target, TargetKind};
+use legate_trust::{FetchLimits, KeySource, TrustConfig, TrustStore};
+
+use crate::audit::{AuditSink, JsonLinesSink};
+use crate::config::{AuditConfig, Config, PolicySource, TrustKeys};
+use crate::dev::DemoIssuer;
+
+/// Why the server could not start. Each names the file or setting at fault.
+#[derive(Debug, thiserror::Error)]
+pub enum StartupError {
+    /// A file could not be read.
+    #[error("cannot read `{path}`: {source}")]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// The I/O error.
+        source: std::io::Error,
+    },
+    /// A signing key could not be loaded.
+    #[error("signing key `{path}`: {source}")]
+    Key {
+        /// The file (or `<ephemeral>`).
+        path: PathBuf,
+        /// Why.
+        source: legate_issuer::KeyLoadError,
+    },
+    /// The signing keys do not form a key ring.
+    #[error("signing keys: {0}")]
+    KeyRing(#[from] legate_issuer::KeyRingError),
+    /// `server.public_url` is not usable as an issuer.
+    #[error("server.public_url: {0}")]
+    IssuerUrl(#[from] legate_issuer::IssuerUrlError),
+    /// A static JWKS file is invalid.
+    #[error("jwks file `{path}`: {source}")]
+    Jwks {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        source: legate_core::jwk::JwksError,
+    },
+    /// The trust store could not be built.
+    #[error("trust: {0}")]
+    Trust(#[from] legate_trust::TrustError),
+    /// Policies failed to load or validate.
+    #[error("policy: {0}")]
+    Policy(#[from] legate_policy::PolicyLoadError),
+    /// The audit log could not be opened.
+    #[error("audit log `{path}`: {source}")]
+    Audit {
+        /// The file.
+        path: PathBuf,
+        /// The I/O error.
+        source: std::io::Error,
+    },
+}
+
+/// Per-trust settings the server applies after verification.
+#[derive(Debug, Clone, Copy)]
+pub struct TrustMeta {
+    /// Replay protection.
+    pub replay: ReplayMode,
+    /// Leeway (the replay entry outlives `exp` by this much).
+    pub leeway_secs: u64,
+}
+
+/// Options for building the state that do not come from the file.
+#[derive(Debug, Clone)]
+pub struct BuildOptions {
+    /// The clock.
+    pub clock: Arc<dyn Clock>,
+    /// Overrides `[audit]` (tests use a [`crate::audit::MemorySink`]).
+    pub audit: Option<Arc<dyn AuditSink>>,
+    /// Enables the development-only demo issuer.
+    pub dev_demo: bool,
+    /// Limits on upstream fetches.
+    pub fetch_limits: FetchLimits,
+}
+
+impl BuildOptions {
+    /// Production defaults around `clock`.
+    pub fn new(clock: Arc<dyn Clock>) -> Self {
+        Self {
+            clock,
+            audit: None,
+            dev_demo: false,
+            fetch_limits: FetchLimits::default(),
+        }
+    }
+}
+
+/// Shared, immutable request-path state. Cheap to clone.
+#[derive(Debug, Clone)]
+pub struct AppState {
+    pub(crate) inner: Arc<Inner>,
+}
+
+#[derive(Debug)]
+pub(crate) struct Inner {
+    pub(crate) clock: Arc<dyn Clock>,
+    pub(crate) trust: TrustStore,
+    pub(crate) trust_meta: HashMap<String, TrustMeta>,
+    pub(crate) policy: Arc<PolicyEngine>,
+    pub(crate) targets: HashMap<String, Target>,
+    pub(crate) providers: HashMap<TargetKind, Arc<dyn CredentialProvider>>,
+    pub(crate) discovery_json: String,
+    pub(crate) jwks_json: String,
+    pub(crate) replay: ReplayCache,
+    pub(crate) audit: Arc<dyn AuditSink>,
+    pub(crate) trusted_proxies: Vec<IpNet>,
+    pub(crate) demo: Option<DemoIssuer>,
+    pub(crate) listen: std::net::SocketAddr,
+    pub(crate) public_url: String,
+}
+
+impl AppState {
+    /// Builds the state: loads keys, policies and static JWKS files. No network call;
+    /// call [`AppState::warm`] to fetch upstream keys.
+    pub fn build(config: &Config, opts: BuildOptions) -> Result<Self, StartupError> {
+        let issuer = Arc::new(Issuer::new(
+            config.server.public_url.clone(),
+            load_keys(config)?,
+        )?);
+
+        let demo = if opts.dev_demo {
+            Some(
+                DemoIssuer::new(&config.server.public_url).map_err(|source| StartupError::Key {
+                    path: "<demo>".into(),
+                    source,
+                })?,
+            )
+        } else {
+            None
+        };
+
+        let mut trust_configs = Vec::new();
+        let mut trust_meta = HashMap::new();
+        for t in &config.trusts {
+            let mut rules = VerifyRules::new(t.issuer.clone(), t.audiences.clone());
+            rules.algorithms.clone_from(&t.algorithms);
+            rules.leeway_secs = t.leeway_secs;
+            rules.max_lifetime_secs = t.max_lifetime_secs;
+            rules.required_claims.clone_from(&t.required_claims);
+            rules.require_jti = t.replay == ReplayMode::SingleUse;
+            let source = match &t.keys {
+                TrustKeys::Discovery => KeySource::Discovery,
+                TrustKeys::JwksUri(uri) => KeySource::JwksUri(uri.clone()),
+                TrustKeys::JwksFile(path) => {
+                    let bytes = read(path)?;
+                    let (keys, warnings) =
+                        KeySet::from_jwks(&bytes).map_err(|source| StartupError::Jwks {
+                            path: path.clone(),
+                            source,
+                        })?;
+                    for w in warnings {
+                        tracing::warn!(trust = %t.name, warning = %w, "static jwks key ignored");
+                    }
+                    KeySource::Static(Arc::new(keys))
+                }
+            };
+            let mut tc = TrustConfig::new(t.name.clone(), rules, source);
+            tc.ca_pem = t.ca_file.as_deref().map(read).transpose()?;
+            tc.refresh_interval_secs = t.refresh_interval_secs;
+            tc.stale_if_error_secs = t.stale_if_error_secs;
+            trust_configs.push(tc);
+            trust_meta.insert(
+                t.name.clone(),
+                TrustMeta {
+                    replay: t.replay,
+                    leeway_secs: t.leeway_secs,
+                },
+            );
+        }
+        if let Some(demo) = &demo {
+            let tc = demo.trust_config().map_err(|source| StartupError::Jwks {
+                path: "<demo>".into(),
+                source,
+            })?;
+            trust_meta.insert(
+                tc.name.clone(),
+                TrustMeta {
+                    replay: ReplayMode::SingleUse,
+                    leeway_secs: tc.rules.leeway_secs,
+                },
+            );
+            trust_configs.push(tc);
+        }
+        let trust_names: Vec<String> = trust_configs.iter().map(|t| t.name.clone()).collect();
+        let trust = TrustStore::new(trust_configs, opts.clock.clone(), opts.fetch_limits)?;
+
+        let target_infos: Vec<TargetInfo> = config
+            .targets
+            .iter()
+            .map(|t| TargetInfo {
+                name: t.name.clone(),
+                kind: t.kind.as_str().to_owned(),
+                audience: t.audience.clone(),
+                labels: t.labels.clone(),
+            })
+            .collect();
+        let policy = match &config.policy {
+            PolicySource::Bundled => PolicyEngine::bundled(&target_infos, &trust_names)?,
+            PolicySource::Dir(dir) => PolicyEngine::load_dir(dir, &target_infos, &trust_names)?,
+        };
+        for w in policy.warnings() {
+            tracing::warn!(warning = %w, "policy");
+        }
+
+        let audit: Arc<dyn AuditSink> = match (opts.audit, &config.audit) {
+            (Some(sink), _) => sink,
+            (None, AuditConfig::Stdout) => {
+                Arc::new(JsonLinesSink::new(Box::new(std::io::stdout())))
+            }
+            (None, AuditConfig::File(path)) => {
+                let file = std::fs::OpenOptions::new()
+                    .create(true)
+                    .append(true)
+                    .open(path)
+                    .map_err(|source| StartupError::Audit {
+                        path: path.clone(),
+                        source,
+                    })?;
+                Arc::new(JsonLinesSink::new(Box::new(file)))
+            }
+        };
+
+        let mut providers: HashMap<TargetKind, Arc<dyn CredentialProvider>> = HashMap::new();
+        providers.insert(TargetKind::Jwt, Arc::new(JwtProvider::new(issuer.clone())));
+
+        Ok(Self {
+            inner: Arc::new(Inner {
+                clock: opts.clock,
+                trust,
+                trust_meta,
+                policy: Arc::new(policy),
+                targets: config
+                    .targets
+                    .iter()
+                    .map(|t| (t.name.clone(), t.clone()))
+                    .collect(),
+                providers,
+                discovery_json: issuer.discovery_document().to_string(),
+                jwks_json: issuer.jwks().to_string(),
+                replay: ReplayCache::memory(config.state.replay_capacity),
+                audit,
+                trusted_proxies: config.server.trusted_proxies.clone(),
+                demo,
+                listen: config.server.listen,
+                public_url: config.server.public_url.clone(),
+            }),
+        })
+    }
+
+    /// Fetches every upstream issuer's keys once.
+    pub async fn warm(&self) {
+        self.inner.trust.warm().await;
+    }
+
+    /// The trust store (status, tests).
+    pub fn trust(&self) -> &TrustStore {
+        &self.inner.trust
+    }
+
+    /// The configured listen address.
+    pub fn listen_addr(&self) -> std::net::SocketAddr {
+        self.inner.listen
+    }
+
+    /// Legate's issuer URL.
+    pub fn public_url(&self) -> &str {
+        &self.inner.public_url
+    }
+
+    /// The demo issuer's URL, in development mode.
+    pub fn demo_issuer(&self) -> Option<&str> {
+        self.inner.demo.as_ref().map(DemoIssuer::url)
+    }
+
+    /// The number of loaded policies.
+    pub fn policy_count(&self) -> usize {
+        self.inner.policy.policy_count()
+    }
+}
+
+fn read(path: &Path) -> Result<Vec<u8>, StartupError> {
+    std::fs::read(path).map_err(|source| StartupError::Read {
+        path: path.to_path_buf(),
+        source,
+    })
+}
+
+fn load_keys(config: &Config) -> Result<KeyRing, StartupError> {
+    let alg = config.issuer.algorithm;
+    if config.issuer.ephemeral_key {
+        tracing::warn!("signing with an ephemeral key: tokens stop verifying when Legate restarts");
+        let key = SigningKey::generate(alg, None).map_err(|source| StartupError::Key {
+            path: "<ephemeral>".into(),
+            source,
+        })?;
+        return Ok(KeyRing::new(key));
+    }
+    let mut keys = Vec::new();
+    for k in &config.issuer.keys {
+        let bytes = read(&k.path)?;
+        let is_jwk = k
+            .path
+            .extension()
+            .is_some_and(|e| e == "json" || e == "jwk");
+        let key = if is_jwk {
+            SigningKey::from_jwk(&bytes, k.kid.clone())
+        } else {
+            SigningKey::from_pem(&bytes, k.kid.clone(), Some(alg))
+        }
+        .map_err(|source| StartupError::Key {
+            path: k.path.clone(),
+            source,
+        })?;
+        keys.push(key);
+    }
+    let mut iter = keys.into_iter();
+    let Some(active) = iter.next() else {
+        return Err(StartupError::Key {
+            path: "<none>".into(),
+            source: legate_issuer::KeyLoadError::NoPrivateKey,
+        });
+    };
+    Ok(KeyRing::with_retired(active, iter.collect())?)
+}
