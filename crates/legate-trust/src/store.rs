@@ -259,6 +259,9 @@ impl TrustStore {
     pub async fn warm(&self) {
         let mut tasks = tokio::task::JoinSet::new();
         for issuer in self.inner.ordered.clone() {
+            if matches!(issuer.config.source, KeySource::Static(_)) {
+                continue;
+            }
             let store = self.clone();
             tasks.spawn(async move { store.refresh(&issuer, None).await });
         }

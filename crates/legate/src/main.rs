@@ -1,1 +1,60 @@
-fn main() {}
+//! `legate`: the cross-cloud workload identity federation gateway.
+//!
+//! One binary, one file per subcommand: `serve` (run the gateway), `config check`,
+//! `policy validate|test`, `token decode`, `demo` (walk a newcomer through an exchange
+//! against a development-mode server).
+
+mod config_cmd;
+mod demo;
+mod policy;
+mod serve;
+mod token;
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+/// Legate: exchange a workload's OIDC token for short-lived, policy-checked credentials.
+#[derive(Debug, Parser)]
+#[command(name = "legate", version, about, long_about = None)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Run the gateway (without --config: development mode with a demo issuer).
+    Serve(serve::Args),
+    /// Check configuration files.
+    #[command(subcommand)]
+    Config(config_cmd::Command),
+    /// Validate and test Cedar policies.
+    #[command(subcommand)]
+    Policy(policy::Command),
+    /// Inspect tokens.
+    #[command(subcommand)]
+    Token(token::Command),
+    /// Run a real exchange against a development-mode server and explain each step.
+    Demo(demo::Args),
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    // reqwest and the trust store use rustls with the aws-lc-rs provider; no OpenSSL.
+    let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
+    let result = match cli.command {
+        Command::Serve(args) => serve::run(args),
+        Command::Config(cmd) => config_cmd::run(cmd),
+        Command::Policy(cmd) => policy::run(cmd),
+        Command::Token(cmd) => token::run(cmd),
+        Command::Demo(args) => demo::run(args),
+    };
+    match result {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}

@@ -1,0 +1,103 @@
+//! `legate config check FILE`: the server's own loader, run without starting anything.
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use legate_policy::{PolicyEngine, TargetInfo};
+use legate_server::config::{self, Config, PolicySource};
+
+#[derive(Debug, clap::Subcommand)]
+pub enum Command {
+    /// Load FILE exactly as `legate serve` would (and its policies); report the first error.
+    Check {
+        /// The configuration file.
+        file: PathBuf,
+    },
+}
+
+pub fn run(cmd: Command) -> anyhow::Result<ExitCode> {
+    match cmd {
+        Command::Check { file } => match check(&file) {
+            Ok(summary) => {
+                println!("{summary}");
+                Ok(ExitCode::SUCCESS)
+            }
+            Err(message) => {
+                eprintln!("{message}");
+                Ok(ExitCode::FAILURE)
+            }
+        },
+    }
+}
+
+/// Checks a file; the error text names the file, line and key.
+pub fn check(file: &Path) -> Result<String, String> {
+    let config = config::load_file(file).map_err(|e| e.to_string())?;
+    let policies =
+        load_policies(&config).map_err(|e| format!("{}: policy: {e}", file.display()))?;
+    Ok(format!(
+        "{}: ok ({} trust(s), {} target(s), {} polic{})",
+        file.display(),
+        config.trusts.len(),
+        config.targets.len(),
+        policies,
+        if policies == 1 { "y" } else { "ies" }
+    ))
+}
+
+/// Loads the configured policies against the configured targets and trusts.
+pub fn load_policies(config: &Config) -> Result<usize, legate_policy::PolicyLoadError> {
+    let targets = target_infos(config);
+    let trusts: Vec<String> = config.trusts.iter().map(|t| t.name.clone()).collect();
+    let engine = match &config.policy {
+        PolicySource::Bundled => PolicyEngine::bundled(&targets, &trusts)?,
+        PolicySource::Dir(dir) => PolicyEngine::load_dir(dir, &targets, &trusts)?,
+    };
+    Ok(engine.policy_count())
+}
+
+pub fn target_infos(config: &Config) -> Vec<TargetInfo> {
+    config
+        .targets
+        .iter()
+        .map(|t| TargetInfo {
+            name: t.name.clone(),
+            kind: t.kind.as_str().to_owned(),
+            audience: t.audience.clone(),
+            labels: t.labels.clone(),
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn check_of_a_broken_file_names_file_line_and_key() {
+        let dir = std::env::temp_dir().join(format!("legate-cc-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let file = dir.join("broken.toml");
+        std::fs::write(
+            &file,
+            "version = 1\n[server]\npublic_url = \"https://l.example\"\n[issuer]\nephemeral_key = true\n\n[[target]]\nname = \"t\"\nkind = \"jwt\"\naudience = \"a\"\nmax_lifetime_secs = \"long\"\n",
+        )
+        .unwrap();
+        let err = check(&file).unwrap_err();
+        let expected_prefix = format!("{}:11:", file.display());
+        assert!(err.starts_with(&expected_prefix), "{err}");
+        assert!(err.contains("key `target[0].max_lifetime_secs`"), "{err}");
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn check_of_the_embedded_dev_config_passes() {
+        let dir = std::env::temp_dir().join(format!("legate-cc2-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let file = dir.join("dev.toml");
+        std::fs::write(&file, legate_server::DEV_CONFIG).unwrap();
+        let ok = check(&file).unwrap();
+        assert!(ok.contains(": ok"), "{ok}");
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+}
