@@ -1,0 +1,631 @@
+//! Legate in-process for the tests: the real server (`legate_server::run`) on a
+//! real TCP socket (127.0.0.1, ephemeral port), built from a configuration file
+//! written by the test, with a [`ManualClock`] and an in-memory audit sink.
+//!
+//! [`Setup`] describes the configuration ([`TrustSpec`], [`TargetSpec`], Cedar
+//! policies); [`Legate::start`] writes it to a temporary directory, loads it
+//! through `legate_server::config::load_str` (the same checks as a file on disk),
+//! builds the state, optionally warms the trust store, and serves.
+//! [`Fixture`] is the common case: one test PKI, one [`TestIssuer`] publishing
+//! key "a", and Legate trusting it as `ci` with the standard policy.
+
+#![allow(
+    dead_code,
+    reason = "shared test helpers: not every test uses every helper"
+)]
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing,
+    reason = "test harness code: failing loudly is the point"
+)]
+
+use std::fmt::Write as _;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use legate_core::Clock as _;
+use legate_core::testkeys::TestKey;
+use legate_server::audit::{AuditEvent, MemorySink};
+use legate_server::clock::{ManualClock, SystemClock};
+use legate_server::{AppState, BuildOptions};
+use serde_json::{Value, json};
+use tokio::net::TcpListener;
+use tokio::task::JoinHandle;
+
+use crate::issuer::TestIssuer;
+use crate::peers::TestPki;
+
+/// RFC 8693 grant type.
+pub const GRANT_TYPE: &str = "urn:ietf:params:oauth:grant-type:token-exchange";
+/// RFC 8693 token type of a JWT.
+pub const TOKEN_TYPE_JWT: &str = "urn:ietf:params:oauth:token-type:jwt";
+/// RFC 8693 token type of an OIDC ID token.
+pub const TOKEN_TYPE_ID_TOKEN: &str = "urn:ietf:params:oauth:token-type:id_token";
+
+/// The trust name of the standard upstream issuer.
+pub const TRUST: &str = "ci";
+/// The `aud` Legate accepts in upstream tokens.
+pub const UPSTREAM_AUDIENCE: &str = "legate";
+/// The standard target's name (what clients put in `audience`).
+pub const TARGET: &str = "deploy-api";
+/// The standard target's audience (the `aud` Legate mints).
+pub const TARGET_AUDIENCE: &str = "https://deploy.example.com";
+/// The standard target's lifetime cap.
+pub const TARGET_MAX_LIFETIME: u64 = 600;
+/// The standard workload's upstream subject.
+pub const SUBJECT: &str = "repo:acme/app:ref:refs/heads/main";
+
+/// The standard policy: repository 42 may reach `deploy-api` (from any trust);
+/// production targets are reached from `refs/heads/main` only.
+pub const STANDARD_POLICY: &str = r#"
+// The repository whose id is 42 deploys.
+@id("repo-42-deploys")
+permit (
+  principal,
+  action == Legate::Action::"exchange",
+  resource == Legate::Target::"deploy-api"
+)
+when { principal.claims has repository_id && principal.claims.repository_id == "42" };
+
+// Production is reached from the main branch only.
+@id("prod-from-main-only")
+forbid (principal, action, resource)
+when {
+  resource.hasTag("env") && resource.getTag("env") == "prod" &&
+  !(principal.claims has ref && principal.claims.ref == "refs/heads/main")
+};
+"#;
+
+/// A random `jti` (or `kid`): 16 random bytes, base64url.
+pub fn random_id() -> String {
+    use base64::Engine as _;
+    let mut bytes = [0u8; 16];
+    aws_lc_rs::rand::fill(&mut bytes).expect("random bytes");
+    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes)
+}
+
+/// Lowercase hex SHA-256 of `data`.
+pub fn sha256_hex(data: &[u8]) -> String {
+    aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, data)
+        .as_ref()
+        .iter()
+        .fold(String::new(), |mut s, b| {
+            let _ = write!(s, "{b:02x}");
+            s
+        })
+}
+
+/// The payload of a compact JWS, decoded without any verification.
+pub fn decode_payload(token: &str) -> Value {
+    decode_part(token, 1)
+}
+
+/// The JOSE header of a compact JWS, decoded without any verification.
+pub fn decode_header(token: &str) -> Value {
+    decode_part(token, 0)
+}
+
+fn decode_part(token: &str, index: usize) -> Value {
+    use base64::Engine as _;
+    let part = token
+        .split('.')
+        .nth(index)
+        .expect("a compact JWS has 3 parts");
+    let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(part)
+        .expect("base64url");
+    serde_json::from_slice(&bytes).expect("JSON")
+}
+
+/// Upstream token claims: `iss`, `aud`, `sub`, a fresh `jti`, `iat` = `nbf` =
+/// `now` - 5 and `exp` = `now` + 300, then every member of `extra` (an object;
+/// a `null` member removes the claim).
+pub fn upstream_claims(iss: &str, now: i64, extra: &Value) -> Value {
+    let mut claims = json!({
+        "iss": iss,
+        "aud": UPSTREAM_AUDIENCE,
+        "sub": SUBJECT,
+        "jti": random_id(),
+        "iat": now - 5,
+        "nbf": now - 5,
+        "exp": now + 300,
+    });
+    let obj = claims.as_object_mut().unwrap();
+    for (k, v) in extra.as_object().expect("extra claims are an object") {
+        if v.is_null() {
+            obj.remove(k);
+        } else {
+            obj.insert(k.clone(), v.clone());
+        }
+    }
+    claims
+}
+
+/// One `[[trust]]` table.
+#[derive(Debug, Clone)]
+pub struct TrustSpec {
+    pub name: String,
+    pub issuer: String,
+    pub audiences: Vec<String>,
+    pub ca_file: Option<PathBuf>,
+    pub jwks_uri: Option<String>,
+    /// `"single-use"` or `"reusable"`; the default (single-use) when `None`.
+    pub replay: Option<&'static str>,
+    pub algorithms: Option<Vec<&'static str>>,
+    pub required_claims: Vec<String>,
+    pub refresh_interval_secs: Option<u64>,
+    pub stale_if_error_secs: Option<u64>,
+}
+
+impl TrustSpec {
+    /// A trust of `issuer` accepting [`UPSTREAM_AUDIENCE`], everything else default.
+    pub fn new(name: &str, issuer: &str) -> Self {
+        Self {
+            name: name.to_owned(),
+            issuer: issuer.to_owned(),
+            audiences: vec![UPSTREAM_AUDIENCE.to_owned()],
+            ca_file: None,
+            jwks_uri: None,
+            replay: None,
+            algorithms: None,
+            required_claims: Vec::new(),
+            refresh_interval_secs: None,
+            stale_if_error_secs: None,
+        }
+    }
+
+    /// A trust of a server whose certificate the test CA signed.
+    pub fn with_ca(name: &str, issuer: &str, pki: &TestPki) -> Self {
+        let mut t = Self::new(name, issuer);
+        t.ca_file = Some(pki.ca_path.clone());
+        t
+    }
+
+    fn toml(&self) -> String {
+        let mut s = String::from("\n[[trust]]\n");
+        let _ = writeln!(s, "name = {}", quote(&self.name));
+        let _ = writeln!(s, "issuer = {}", quote(&self.issuer));
+        let _ = writeln!(s, "audiences = {}", json!(self.audiences));
+        if let Some(ca) = &self.ca_file {
+            let _ = writeln!(s, "ca_file = {}", quote(ca.to_str().expect("utf-8 path")));
+        }
+        if let Some(uri) = &self.jwks_uri {
+            let _ = writeln!(s, "jwks_uri = {}", quote(uri));
+        }
+        if let Some(replay) = self.replay {
+            let _ = writeln!(s, "replay = {}", quote(replay));
+        }
+        if let Some(algs) = &self.algorithms {
+            let _ = writeln!(s, "algorithms = {}", json!(algs));
+        }
+        if !self.required_claims.is_empty() {
+            let _ = writeln!(s, "required_claims = {}", json!(self.required_claims));
+        }
+        if let Some(secs) = self.refresh_interval_secs {
+            let _ = writeln!(s, "refresh_interval_secs = {secs}");
+        }
+        if let Some(secs) = self.stale_if_error_secs {
+            let _ = writeln!(s, "stale_if_error_secs = {secs}");
+        }
+        s
+    }
+}
+
+/// One `[[target]]` table (kind `jwt`).
+#[derive(Debug, Clone)]
+pub struct TargetSpec {
+    pub name: String,
+    pub audience: String,
+    pub max_lifetime_secs: u64,
+    pub labels: Vec<(String, String)>,
+}
+
+impl TargetSpec {
+    /// The standard target: [`TARGET`], [`TARGET_AUDIENCE`], cap
+    /// [`TARGET_MAX_LIFETIME`], labelled `env = "prod"`.
+    pub fn standard() -> Self {
+        Self {
+            name: TARGET.to_owned(),
+            audience: TARGET_AUDIENCE.to_owned(),
+            max_lifetime_secs: TARGET_MAX_LIFETIME,
+            labels: vec![("env".to_owned(), "prod".to_owned())],
+        }
+    }
+
+    fn toml(&self) -> String {
+        let mut s = String::from("\n[[target]]\n");
+        let _ = writeln!(s, "name = {}", quote(&self.name));
+        s.push_str("kind = \"jwt\"\n");
+        let _ = writeln!(s, "audience = {}", quote(&self.audience));
+        let _ = writeln!(s, "max_lifetime_secs = {}", self.max_lifetime_secs);
+        let labels: Vec<String> = self
+            .labels
+            .iter()
+            .map(|(k, v)| format!("{} = {}", quote(k), quote(v)))
+            .collect();
+        let _ = writeln!(s, "labels = {{ {} }}", labels.join(", "));
+        s
+    }
+}
+
+/// A TOML basic string (JSON string escapes are valid TOML escapes).
+fn quote(s: &str) -> String {
+    json!(s).to_string()
+}
+
+/// What Legate is started with.
+#[derive(Debug, Clone)]
+pub struct Setup {
+    pub trusts: Vec<TrustSpec>,
+    pub targets: Vec<TargetSpec>,
+    /// `(file name, Cedar text)`, written next to the bundled schema.
+    pub policies: Vec<(String, String)>,
+    /// Whether to fetch upstream keys before serving (`AppState::warm`).
+    pub warm: bool,
+}
+
+impl Setup {
+    /// `trusts`, the standard target and the standard policy; warmed.
+    pub fn new(trusts: Vec<TrustSpec>) -> Self {
+        Self {
+            trusts,
+            targets: vec![TargetSpec::standard()],
+            policies: vec![("standard.cedar".to_owned(), STANDARD_POLICY.to_owned())],
+            warm: true,
+        }
+    }
+}
+
+/// The answer to one HTTP request.
+#[derive(Debug)]
+pub struct Reply {
+    pub status: u16,
+    pub headers: reqwest::header::HeaderMap,
+    pub text: String,
+    /// The body as JSON (`Value::Null` when it is not JSON).
+    pub json: Value,
+}
+
+impl Reply {
+    /// A header's value as text.
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers.get(name).and_then(|v| v.to_str().ok())
+    }
+
+    /// The `request_id` of an error body.
+    pub fn request_id(&self) -> &str {
+        self.json["request_id"]
+            .as_str()
+            .unwrap_or_else(|| panic!("no request_id in {}", self.text))
+    }
+}
+
+/// An HTTP client of one Legate instance. Cheap to clone (for concurrent requests).
+#[derive(Debug, Clone)]
+pub struct Client {
+    /// `http://127.0.0.1:<port>`.
+    pub url: String,
+    http: reqwest::Client,
+}
+
+impl Client {
+    fn new(url: String) -> Self {
+        // Plain HTTP on loopback: no roots are needed (and none are trusted).
+        let tls = rustls::ClientConfig::builder_with_provider(Arc::new(
+            rustls::crypto::aws_lc_rs::default_provider(),
+        ))
+        .with_safe_default_protocol_versions()
+        .expect("aws-lc-rs supports the default TLS versions")
+        .with_root_certificates(rustls::RootCertStore::empty())
+        .with_no_client_auth();
+        let http = reqwest::Client::builder()
+            .tls_backend_preconfigured(tls)
+            .timeout(Duration::from_secs(20))
+            .build()
+            .expect("build reqwest client");
+        Self { url, http }
+    }
+
+    async fn reply(resp: reqwest::Response) -> Reply {
+        let status = resp.status().as_u16();
+        let headers = resp.headers().clone();
+        let text = resp.text().await.expect("read the response body");
+        let json = serde_json::from_str(&text).unwrap_or(Value::Null);
+        Reply {
+            status,
+            headers,
+            text,
+            json,
+        }
+    }
+
+    /// `GET {url}{path}`.
+    pub async fn get(&self, path: &str) -> Reply {
+        let url = format!("{}{path}", self.url);
+        let resp = self
+            .http
+            .get(&url)
+            .send()
+            .await
+            .unwrap_or_else(|e| panic!("GET {url}: {e:?}"));
+        Self::reply(resp).await
+    }
+
+    /// `POST /token` with a form of `pairs`.
+    pub async fn post_form(&self, pairs: &[(&str, &str)]) -> Reply {
+        let url = format!("{}/token", self.url);
+        let resp = self
+            .http
+            .post(&url)
+            .form(pairs)
+            .send()
+            .await
+            .unwrap_or_else(|e| panic!("POST {url}: {e:?}"));
+        Self::reply(resp).await
+    }
+
+    /// `POST /token` with any body and content type.
+    pub async fn post_raw(&self, content_type: &str, body: String) -> Reply {
+        let url = format!("{}/token", self.url);
+        let resp = self
+            .http
+            .post(&url)
+            .header(reqwest::header::CONTENT_TYPE, content_type)
+            .body(body)
+            .send()
+            .await
+            .unwrap_or_else(|e| panic!("POST {url}: {e:?}"));
+        Self::reply(resp).await
+    }
+
+    /// A well-formed RFC 8693 exchange of `token` for target `audience`.
+    pub async fn exchange_reply(
+        &self,
+        token: &str,
+        audience: &str,
+        lifetime: Option<u64>,
+    ) -> Reply {
+        let lifetime = lifetime.map(|l| l.to_string());
+        let mut form = vec![
+            ("grant_type", GRANT_TYPE),
+            ("subject_token", token),
+            ("subject_token_type", TOKEN_TYPE_JWT),
+            ("audience", audience),
+        ];
+        if let Some(l) = &lifetime {
+            form.push(("requested_lifetime", l));
+        }
+        self.post_form(&form).await
+    }
+
+    /// [`exchange_reply`](Self::exchange_reply) as (status, JSON body).
+    pub async fn exchange(
+        &self,
+        token: &str,
+        audience: &str,
+        lifetime: Option<u64>,
+    ) -> (u16, Value) {
+        let r = self.exchange_reply(token, audience, lifetime).await;
+        (r.status, r.json)
+    }
+}
+
+/// A running Legate. Stops when dropped.
+#[derive(Debug)]
+pub struct Legate {
+    /// Its `server.public_url`, `http://127.0.0.1:<port>`.
+    pub url: String,
+    pub clock: Arc<ManualClock>,
+    pub audit: Arc<MemorySink>,
+    pub state: AppState,
+    pub client: Client,
+    /// The configuration file as written.
+    pub config_toml: String,
+    task: JoinHandle<()>,
+    dir: tempfile::TempDir,
+}
+
+impl Drop for Legate {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+impl Legate {
+    /// Writes the configuration of `setup`, loads it, builds the state (with a
+    /// [`ManualClock`] reading the real time now, so that tokens Legate mints
+    /// verify in PyJWT), warms it if asked, and serves.
+    pub async fn start(setup: &Setup) -> Legate {
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind legate");
+        let port = listener.local_addr().expect("local addr").port();
+        let url = format!("http://127.0.0.1:{port}");
+
+        let dir = tempfile::tempdir().expect("tempdir");
+        let policy_dir = dir.path().join("policies");
+        std::fs::create_dir(&policy_dir).expect("mkdir policies");
+        std::fs::write(
+            policy_dir.join(legate_policy::SCHEMA_FILE),
+            legate_policy::BUNDLED_SCHEMA,
+        )
+        .expect("write schema");
+        for (name, text) in &setup.policies {
+            std::fs::write(policy_dir.join(name), text).expect("write policy");
+        }
+
+        let mut toml = format!(
+            "version = 1\n\n[server]\nlisten = \"127.0.0.1:{port}\"\npublic_url = {}\n\n\
+             [issuer]\nephemeral_key = true\n\n[policy]\ndir = \"policies\"\n",
+            quote(&url)
+        );
+        for t in &setup.trusts {
+            toml.push_str(&t.toml());
+        }
+        for t in &setup.targets {
+            toml.push_str(&t.toml());
+        }
+        std::fs::write(dir.path().join("legate.toml"), &toml).expect("write legate.toml");
+        let config = legate_server::config::load_str(&toml, "legate.toml", dir.path())
+            .unwrap_or_else(|e| panic!("config does not load: {e}\n{toml}"));
+
+        let clock = Arc::new(ManualClock::new(SystemClock.now()));
+        let audit = Arc::new(MemorySink::default());
+        let mut opts = BuildOptions::new(clock.clone());
+        opts.audit = Some(audit.clone());
+        let state = AppState::build(&config, opts)
+            .unwrap_or_else(|e| panic!("AppState::build: {e}\n{toml}"));
+        if setup.warm {
+            state.warm().await;
+        }
+        let task = {
+            let state = state.clone();
+            tokio::spawn(async move {
+                legate_server::run(listener, state, std::future::pending())
+                    .await
+                    .expect("legate server");
+            })
+        };
+        Legate {
+            client: Client::new(url.clone()),
+            url,
+            clock,
+            audit,
+            state,
+            config_toml: toml,
+            task,
+            dir,
+        }
+    }
+
+    /// Legate's current (manual) time.
+    pub fn now(&self) -> i64 {
+        self.clock.now()
+    }
+
+    /// See [`Client::exchange`].
+    pub async fn exchange(
+        &self,
+        token: &str,
+        audience: &str,
+        lifetime: Option<u64>,
+    ) -> (u16, Value) {
+        self.client.exchange(token, audience, lifetime).await
+    }
+
+    /// See [`Client::exchange_reply`].
+    pub async fn exchange_reply(
+        &self,
+        token: &str,
+        audience: &str,
+        lifetime: Option<u64>,
+    ) -> Reply {
+        self.client.exchange_reply(token, audience, lifetime).await
+    }
+
+    /// The one audit event of the request whose error body is `body`.
+    pub fn event_of(&self, body: &Value) -> AuditEvent {
+        let id = body["request_id"]
+            .as_str()
+            .unwrap_or_else(|| panic!("no request_id in {body}"));
+        self.event_by_id(id)
+    }
+
+    /// The one audit event with `request_id`.
+    pub fn event_by_id(&self, request_id: &str) -> AuditEvent {
+        let matching: Vec<AuditEvent> = self
+            .audit
+            .events()
+            .into_iter()
+            .filter(|e| e.request_id == request_id)
+            .collect();
+        assert_eq!(
+            matching.len(),
+            1,
+            "expected exactly one audit event for request {request_id}, got {matching:#?}"
+        );
+        matching.into_iter().next().unwrap()
+    }
+
+    /// The one audit event of a successful exchange, found by the minted token's `jti`
+    /// (success bodies carry no `request_id`).
+    pub fn event_of_minted(&self, minted: &str) -> AuditEvent {
+        let jti = decode_payload(minted)["jti"]
+            .as_str()
+            .expect("minted token has a jti")
+            .to_owned();
+        let matching: Vec<AuditEvent> = self
+            .audit
+            .events()
+            .into_iter()
+            .filter(|e| e.issued_jti.as_deref() == Some(jti.as_str()))
+            .collect();
+        assert_eq!(
+            matching.len(),
+            1,
+            "audit events for issued jti {jti}: {matching:#?}"
+        );
+        matching.into_iter().next().unwrap()
+    }
+
+    /// Asserts `reply` is the generic rejection of a subject token and returns
+    /// its audit event.
+    pub fn assert_rejected(&self, status: u16, body: &Value, reason: &str) -> AuditEvent {
+        assert_eq!(status, 400, "expected a rejection ({reason}), got {body}");
+        assert_eq!(body["error"], "invalid_request", "{body}");
+        let event = self.event_of(body);
+        assert_eq!(event.reason, reason, "audit event: {event:#?}");
+        event
+    }
+}
+
+/// A test PKI, an in-test HTTPS issuer publishing key "a", and Legate trusting
+/// that issuer as [`TRUST`].
+#[derive(Debug)]
+pub struct Fixture {
+    pub pki: TestPki,
+    /// The issuer's signing key (`kid` "key-a").
+    pub key: TestKey,
+    pub issuer: TestIssuer,
+    pub legate: Legate,
+}
+
+impl Fixture {
+    /// The standard setup: trust [`TRUST`] of the issuer (by discovery, with the
+    /// test CA), the standard target and policy.
+    pub async fn start() -> Fixture {
+        Self::start_with(|_| {}).await
+    }
+
+    /// The standard setup, adjusted by `adjust` before Legate starts.
+    pub async fn start_with(adjust: impl FnOnce(&mut Setup)) -> Fixture {
+        let pki = TestPki::localhost();
+        let key = TestKey::es256("key-a");
+        let issuer = TestIssuer::start(&pki, &[&key]).await;
+        let mut setup = Setup::new(vec![TrustSpec::with_ca(TRUST, &issuer.issuer, &pki)]);
+        adjust(&mut setup);
+        let legate = Legate::start(&setup).await;
+        Fixture {
+            pki,
+            key,
+            issuer,
+            legate,
+        }
+    }
+
+    /// Claims of a token of the standard workload (repository 42 on main),
+    /// issued by this issuer at Legate's current time, adjusted by `extra`.
+    pub fn claims(&self, extra: &Value) -> Value {
+        let mut base = json!({"repository_id": "42", "ref": "refs/heads/main"});
+        for (k, v) in extra.as_object().expect("extra claims are an object") {
+            base[k] = v.clone();
+        }
+        upstream_claims(&self.issuer.issuer, self.legate.now(), &base)
+    }
+
+    /// A token of the standard workload signed by key "a", adjusted by `extra`.
+    pub fn token(&self, extra: &Value) -> String {
+        self.key.token(&self.claims(extra))
+    }
+}
