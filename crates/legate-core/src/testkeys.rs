@@ -3,6 +3,8 @@
 //! Compiled only for tests and (behind the `testkit` feature) for benches and fuzz targets.
 
 #![allow(
+    clippy::expect_used,
+    clippy::panic,
     clippy::unwrap_used,
     clippy::indexing_slicing,
     reason = "test support code: a failure here is a broken test, not a runtime path"
