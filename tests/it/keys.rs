@@ -179,3 +179,35 @@ async fn known_kid_needs_no_fetch_until_the_refresh_interval() {
     assert_eq!(status, 200, "{body}");
     f.issuer.wait_for_discovery_hits_above(1).await;
 }
+
+/// A trust with a fixed `jwks_uri` fetches exactly that document and never
+/// the discovery document.
+#[tokio::test]
+async fn jwks_uri_trust_fetches_the_jwks_without_discovery() {
+    let f = Fixture::start_with(|s| {
+        let jwks = format!("{}/jwks", s.trusts[0].issuer);
+        s.trusts[0].jwks_uri = Some(jwks);
+    })
+    .await;
+    assert_eq!(f.issuer.hits(), (0, 1, 0));
+    let (status, body) = f.legate.exchange(&f.token(&json!({})), TARGET, None).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(f.issuer.hits(), (0, 1, 0));
+}
+
+/// Stops a man in the middle of the key fetch: without the private issuer's
+/// CA in `ca_file`, its certificate is not trusted, no HTTP request is made,
+/// and tokens are not verified with keys from an unauthenticated source; the
+/// client is told to retry (the keys are unavailable), not that its token is bad.
+#[tokio::test]
+async fn issuer_certificate_from_an_unconfigured_ca_is_not_trusted() {
+    let f = Fixture::start_with(|s| s.trusts[0].ca_file = None).await;
+    assert_eq!(f.issuer.hits(), (0, 0, 0), "TLS failed before any request");
+    let (status, body) = f.legate.exchange(&f.token(&json!({})), TARGET, None).await;
+    assert_eq!(status, 503, "{body}");
+    assert_eq!(body["error"], "temporarily_unavailable");
+    let event = f.legate.event_of(&body);
+    assert_eq!(event.reason, "keys_unavailable");
+    assert_eq!(event.trust.as_deref(), Some(crate::harness::TRUST));
+    assert_eq!(f.issuer.hits(), (0, 0, 0));
+}
