@@ -16,7 +16,8 @@
 //! expect_reason = "permitted"       # optional: DecisionReason::as_str
 //! ```
 //!
-//! `claims` is a TOML table converted to a JSON object (TOML has no `null`).
+//! `claims` is a TOML table converted to a JSON object (TOML has no `null`). A case also
+//! fails when evaluation reports errors, whatever the decision.
 //! [`run_cases`] runs a whole file; the `legate policy test` CLI and the crate's tests use it.
 
 use std::collections::HashSet;

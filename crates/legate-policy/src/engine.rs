@@ -157,7 +157,7 @@ impl PolicyEngine {
     ) -> Result<Self, PolicyLoadError> {
         let (schema, mut warnings) = load::parse_schema(schema_src)?;
         let parsed = load::parse_policies(policies)?;
-        warnings.extend(load::validate(schema, &parsed, policies)?);
+        warnings.extend(load::validate(schema, schema_src, &parsed, policies)?);
         Self::assemble(parsed, targets, trusts, warnings)
     }
 
@@ -230,6 +230,9 @@ impl PolicyEngine {
         mut warnings: Vec<String>,
     ) -> Result<Self, PolicyLoadError> {
         let names = Names::new();
+        if parsed.set.is_empty() {
+            warnings.push("no policies are loaded: every request is denied".to_owned());
+        }
         let mut trust_slots = HashMap::with_capacity(trusts.len());
         for (index, trust) in trusts.iter().enumerate() {
             if trust.is_empty() || trust.contains('|') {

@@ -8,8 +8,9 @@
 //! - principal `Legate::Workload::"<trust>|<subject>"`, whose only parent is
 //!   `Legate::Issuer::"<trust>"`, with attributes `issuer`, `subject`, `trust` and `claims`
 //!   (every claim of the token: string → `String`, integer → `Long`, boolean → `Bool`,
-//!   array → `Set`, object → `Record`; JSON `null` and non-integer numbers are dropped, as
-//!   if absent);
+//!   array → `Set`, object → `Record`; JSON `null`, non-integer numbers and integers outside
+//!   the `i64` range are dropped, as if absent; nesting deeper than 32 levels fails the
+//!   request);
 //! - action `Legate::Action::"exchange"`;
 //! - resource `Legate::Target::"<name>"` with attributes `name`, `kind`, `audience` and the
 //!   target's labels as entity tags;
@@ -34,6 +35,8 @@
 //! Layout:
 //! - [`engine`](mod@engine): [`PolicyEngine`], [`PolicyRequest`], [`Decision`], [`TargetInfo`];
 //! - [`load`]: reading, parsing and validating sources; [`PolicyLoadError`];
+//! - `claim_refs` (private): the load-time check that every claim a policy names is declared
+//!   (strict validation alone lets `principal.claims has undeclared && ...` through);
 //! - `request` (private): claim conversion, entity and request building;
 //! - `scope` (private): the scope analysis behind slicing;
 //! - `diag` (private): Cedar diagnostics rendered with line and column;
@@ -42,6 +45,7 @@
 //!   the repository's `policies/` directory.
 
 pub mod cases;
+mod claim_refs;
 mod diag;
 pub mod engine;
 pub mod load;

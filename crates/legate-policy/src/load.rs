@@ -3,10 +3,11 @@
 //! Policy ids: a policy's id is its `@id("...")` annotation when present, otherwise
 //! `<file name>#<index>` (0-based position in its file). Ids are unique across files.
 //!
-//! Every policy is validated against the schema in strict mode; any validation error is a
-//! load error naming the file, the policy and the position.
+//! Every policy is validated against the schema in strict mode, and every claim it names
+//! (even behind `has`) must be declared; any problem is a load error naming the file, the
+//! policy and, where Cedar gives one, the position.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashSet};
 use std::fmt;
 use std::path::{Path, PathBuf};
 
@@ -14,7 +15,7 @@ use cedar_policy::{
     Policy, PolicyId, PolicySet, Schema, ValidationError, ValidationMode, Validator,
 };
 
-use crate::diag;
+use crate::{claim_refs, diag};
 
 /// The schema's file name in a policy directory.
 pub const SCHEMA_FILE: &str = "legate.cedarschema";
@@ -220,9 +221,11 @@ fn source_index(id: &PolicyId) -> Option<usize> {
     id.strip_prefix("policy")?.parse().ok()
 }
 
-/// Validates `parsed` against `schema` (strict); returns the validator's warnings.
+/// Validates `parsed` against `schema` (strict) and checks that every claim a policy names
+/// is declared (see `claim_refs`); returns the validator's warnings.
 pub(crate) fn validate(
     schema: Schema,
+    schema_src: &str,
     parsed: &Parsed,
     sources: &[(String, String)],
 ) -> Result<Vec<String>, PolicyLoadError> {
@@ -236,7 +239,7 @@ pub(crate) fn validate(
             .map_or("", |(_, text)| text.as_str());
         (id.to_owned(), file, text)
     };
-    let issues: Vec<PolicyIssue> = result
+    let mut issues: Vec<PolicyIssue> = result
         .validation_errors()
         .map(|e| {
             let (policy_id, file, text) = locate(e.policy_id());
@@ -254,6 +257,34 @@ pub(crate) fn validate(
             }
         })
         .collect();
+    if let Some(shape) = claim_refs::claims_shape(schema_src) {
+        // Policies Cedar already rejected are not inspected again.
+        let rejected: HashSet<String> = issues.iter().map(|i| i.policy_id.clone()).collect();
+        for policy in parsed.set.policies() {
+            let (policy_id, file, _) = locate(policy.id());
+            if rejected.contains(&policy_id) {
+                continue;
+            }
+            let message = match claim_refs::undeclared(policy, &shape) {
+                Ok(paths) if paths.is_empty() => continue,
+                Ok(paths) => format!(
+                    "undeclared claim(s) {}: declare them (optional) in `type Claims` of \
+                     `{SCHEMA_FILE}`",
+                    paths
+                        .iter()
+                        .map(|p| format!("`{p}`"))
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                ),
+                Err(e) => format!("cannot inspect the policy's claim references: {e}"),
+            };
+            issues.push(PolicyIssue {
+                file,
+                policy_id,
+                message,
+            });
+        }
+    }
     if !issues.is_empty() {
         return Err(PolicyLoadError::Validation(issues));
     }
@@ -286,7 +317,7 @@ mod tests {
         let sources = sources(files);
         let parsed = parse_policies(&sources)?;
         let (schema, _) = parse_schema(crate::BUNDLED_SCHEMA)?;
-        validate(schema, &parsed, &sources)?;
+        validate(schema, crate::BUNDLED_SCHEMA, &parsed, &sources)?;
         Ok(parsed)
     }
 
@@ -383,6 +414,23 @@ mod tests {
                 "1 policy validation error(s): `x.cedar`, policy `uses-undeclared`: line 5"
             ),
             "{text}"
+        );
+    }
+
+    #[test]
+    fn guarded_undeclared_claim_is_a_validation_error() {
+        // Cedar's validator alone accepts this (`has` on a closed record types as `False`).
+        let err = load(&[(
+            "x.cedar",
+            "@id(\"guarded\") permit(principal, action, resource)\n\
+             when { principal.claims has level && principal.claims.level == \"x\" };",
+        )])
+        .unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "1 policy validation error(s): `x.cedar`, policy `guarded`: undeclared claim(s) \
+             `principal.claims.level`: declare them (optional) in `type Claims` of \
+             `legate.cedarschema`"
         );
     }
 

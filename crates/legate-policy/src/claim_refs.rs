@@ -1,0 +1,223 @@
+//! Load-time check that policies only name claims the schema declares.
+//!
+//! Strict validation alone misses the idiomatic form. `Claims` is a closed record, so for an
+//! undeclared `foo` the validator types `principal.claims has foo` as `False` and does not
+//! look further: `principal.claims has foo && principal.claims.foo == "x"` validates (with at
+//! most an "impossible policy" warning). At run time, though, entities are built without
+//! the schema, so the same test is true for a token carrying `foo`: the policy would behave
+//! unlike what was validated. This module walks each policy's JSON form and reports every
+//! `has` test and attribute access below `principal.claims` that the schema does not declare.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use cedar_policy::{Policy, SchemaFragment};
+use serde_json::{Map, Value};
+
+/// The declared structure below `principal.claims`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Shape {
+    /// A record: its declared attributes.
+    Record(BTreeMap<String, Shape>),
+    /// Anything else (strings, sets, ...): attribute access is the validator's business.
+    Leaf,
+}
+
+/// Common types nest at most this deep (Cedar rejects cycles; this only bounds the walk).
+const MAX_TYPE_DEPTH: usize = 32;
+
+/// The shape of `Legate::Workload`'s `claims` attribute, if the schema declares one.
+pub(crate) fn claims_shape(schema_src: &str) -> Option<Shape> {
+    let (fragment, _) = SchemaFragment::from_cedarschema_str(schema_src).ok()?;
+    let json = fragment.to_json_value().ok()?;
+    let namespace = json.get("Legate")?;
+    let empty = Map::new();
+    let common = namespace
+        .get("commonTypes")
+        .and_then(Value::as_object)
+        .unwrap_or(&empty);
+    let claims = namespace
+        .get("entityTypes")?
+        .get("Workload")?
+        .get("shape")?
+        .get("attributes")?
+        .get("claims")?;
+    Some(shape_of(claims, common, 0))
+}
+
+fn shape_of(ty: &Value, common: &Map<String, Value>, depth: usize) -> Shape {
+    if depth > MAX_TYPE_DEPTH {
+        return Shape::Leaf;
+    }
+    let kind = ty.get("type").and_then(Value::as_str);
+    let referenced = match kind {
+        Some("Record") => {
+            let attributes = ty.get("attributes").and_then(Value::as_object);
+            return Shape::Record(
+                attributes
+                    .into_iter()
+                    .flatten()
+                    .map(|(name, ty)| (name.clone(), shape_of(ty, common, depth + 1)))
+                    .collect(),
+            );
+        }
+        Some("EntityOrCommon") => ty.get("name").and_then(Value::as_str),
+        other => other,
+    };
+    let definition = referenced
+        .map(|name| name.strip_prefix("Legate::").unwrap_or(name))
+        .and_then(|name| common.get(name));
+    match definition {
+        Some(definition) => shape_of(definition, common, depth + 1),
+        None => Shape::Leaf,
+    }
+}
+
+/// The undeclared claim references of `policy`, rendered as Cedar expressions
+/// (`principal.claims.foo`, `principal.claims["kubernetes.io"].bar`), sorted.
+pub(crate) fn undeclared(policy: &Policy, shape: &Shape) -> Result<Vec<String>, String> {
+    let est = policy.to_json().map_err(|e| e.to_string())?;
+    let mut found = BTreeSet::new();
+    let mut stack = vec![&est];
+    while let Some(value) = stack.pop() {
+        match value {
+            Value::Object(members) => {
+                for op in ["has", "."] {
+                    if let Some(path) = members.get(op).and_then(access_path)
+                        && let Some(missing) = first_undeclared(shape, &path)
+                    {
+                        found.insert(render(missing));
+                    }
+                }
+                stack.extend(members.values());
+            }
+            Value::Array(items) => stack.extend(items),
+            _ => {}
+        }
+    }
+    Ok(found.into_iter().collect())
+}
+
+/// For a `has` / `.` node `{"left": E, "attr": a}` where `E` is `principal.claims.p...`,
+/// the path below `principal.claims`: `[p..., a]`. (`e has a.b` gives `"attr": ["a", "b"]`.)
+fn access_path(node: &Value) -> Option<Vec<&str>> {
+    let mut path: Vec<&str> = match node.get("attr")? {
+        Value::String(attr) => vec![attr.as_str()],
+        Value::Array(attrs) => attrs.iter().rev().filter_map(Value::as_str).collect(),
+        _ => return None,
+    };
+    let mut current = node.get("left")?;
+    loop {
+        let access = current.get(".")?;
+        let attr = access.get("attr")?.as_str()?;
+        let left = access.get("left")?;
+        if left.get("Var").and_then(Value::as_str) == Some("principal") {
+            if attr != "claims" {
+                return None;
+            }
+            path.reverse();
+            return Some(path);
+        }
+        path.push(attr);
+        current = left;
+    }
+}
+
+/// The shortest prefix of `path` that the shape does not declare.
+fn first_undeclared<'p>(shape: &Shape, path: &[&'p str]) -> Option<Vec<&'p str>> {
+    let mut current = shape;
+    for (depth, segment) in path.iter().enumerate() {
+        match current {
+            Shape::Record(attributes) => match attributes.get(*segment) {
+                Some(next) => current = next,
+                None => return Some(path.iter().take(depth + 1).copied().collect()),
+            },
+            Shape::Leaf => return None,
+        }
+    }
+    None
+}
+
+fn render(path: Vec<&str>) -> String {
+    let mut out = String::from("principal.claims");
+    for segment in path {
+        let plain = segment.starts_with(|c: char| c.is_ascii_alphabetic() || c == '_')
+            && segment
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '_');
+        if plain {
+            out.push('.');
+            out.push_str(segment);
+        } else {
+            out.push_str(&format!("[{segment:?}]"));
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn check(condition: &str) -> Vec<String> {
+        let shape = claims_shape(crate::BUNDLED_SCHEMA).unwrap();
+        let policy: Policy = format!("permit(principal, action, resource) when {{ {condition} }};")
+            .parse()
+            .unwrap();
+        undeclared(&policy, &shape).unwrap()
+    }
+
+    #[test]
+    fn bundled_claims_shape() {
+        let Some(Shape::Record(claims)) = claims_shape(crate::BUNDLED_SCHEMA) else {
+            panic!("no claims record")
+        };
+        assert_eq!(claims.get("ref"), Some(&Shape::Leaf));
+        let Some(Shape::Record(k8s)) = claims.get("kubernetes.io") else {
+            panic!("no kubernetes.io record")
+        };
+        assert!(
+            matches!(k8s.get("serviceaccount"), Some(Shape::Record(sa)) if sa.contains_key("name"))
+        );
+        assert_eq!(claims_shape("namespace Other { entity X; }"), None);
+    }
+
+    #[test]
+    fn finds_undeclared_claims_wherever_they_are() {
+        assert_eq!(
+            check(r#"principal.claims has foo && principal.claims.foo == "x""#),
+            ["principal.claims.foo"]
+        );
+        assert_eq!(
+            check(r#"context.requested_lifetime > 5 || principal.claims has "a b""#),
+            [r#"principal.claims["a b"]"#]
+        );
+        assert_eq!(
+            check(
+                r#"principal.claims has "kubernetes.io" &&
+                   principal.claims["kubernetes.io"] has serviceaccount &&
+                   principal.claims["kubernetes.io"].serviceaccount has nope"#
+            ),
+            [r#"principal.claims["kubernetes.io"].serviceaccount.nope"#]
+        );
+        assert_eq!(
+            check(r#"if principal.claims has bar.baz then true else false"#),
+            ["principal.claims.bar"]
+        );
+        assert_eq!(
+            check(r#"principal.claims["kubernetes.io"] has pod.nope"#),
+            [r#"principal.claims["kubernetes.io"].pod.nope"#]
+        );
+    }
+
+    #[test]
+    fn declared_claims_and_other_attributes_pass() {
+        for condition in [
+            r#"principal.claims has ref && principal.claims.ref == "x""#,
+            r#"principal.claims has "kubernetes.io" && principal.claims["kubernetes.io"] has namespace"#,
+            r#"principal has claims && principal.subject == "s" && context has source_ip"#,
+            r#"resource.hasTag("anything")"#,
+        ] {
+            assert_eq!(check(condition), Vec::<String>::new(), "{condition}");
+        }
+    }
+}
