@@ -199,20 +199,7 @@ impl AppState {
         let trust_names: Vec<String> = trust_configs.iter().map(|t| t.name.clone()).collect();
         let trust = TrustStore::new(trust_configs, opts.clock.clone(), opts.fetch_limits)?;
 
-        let target_infos: Vec<TargetInfo> = config
-            .targets
-            .iter()
-            .map(|t| TargetInfo {
-                name: t.name.clone(),
-                kind: t.kind.as_str().to_owned(),
-                audience: t.audience.clone(),
-                labels: t.labels.clone(),
-            })
-            .collect();
-        let policy = match &config.policy {
-            PolicySource::Bundled => PolicyEngine::bundled(&target_infos, &trust_names)?,
-            PolicySource::Dir(dir) => PolicyEngine::load_dir(dir, &target_infos, &trust_names)?,
-        };
+        let policy = load_policies(config, &trust_names)?;
         for w in policy.warnings() {
             tracing::warn!(warning = %w, "policy");
         }
@@ -290,6 +277,32 @@ impl AppState {
     /// The number of loaded policies.
     pub fn policy_count(&self) -> usize {
         self.inner.policy.policy_count()
+    }
+}
+
+/// The configured targets as policy sees them.
+pub fn target_infos(targets: &[Target]) -> Vec<TargetInfo> {
+    targets
+        .iter()
+        .map(|t| TargetInfo {
+            name: t.name.clone(),
+            kind: t.kind.as_str().to_owned(),
+            audience: t.audience.clone(),
+            labels: t.labels.clone(),
+        })
+        .collect()
+}
+
+/// Loads the configured policies (bundled or a folder) for the configured targets and
+/// the given trust names. `legate serve`, `config check` and `policy` all use this.
+pub fn load_policies(
+    config: &Config,
+    trust_names: &[String],
+) -> Result<PolicyEngine, legate_policy::PolicyLoadError> {
+    let targets = target_infos(&config.targets);
+    match &config.policy {
+        PolicySource::Bundled => PolicyEngine::bundled(&targets, trust_names),
+        PolicySource::Dir(dir) => PolicyEngine::load_dir(dir, &targets, trust_names),
     }
 }
 

@@ -3,8 +3,7 @@
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
-use legate_policy::{PolicyEngine, TargetInfo};
-use legate_server::config::{self, Config, PolicySource};
+use legate_server::config::{self, Config};
 
 #[derive(Debug, clap::Subcommand)]
 pub enum Command {
@@ -47,26 +46,8 @@ pub fn check(file: &Path) -> Result<String, String> {
 
 /// Loads the configured policies against the configured targets and trusts.
 pub fn load_policies(config: &Config) -> Result<usize, legate_policy::PolicyLoadError> {
-    let targets = target_infos(config);
     let trusts: Vec<String> = config.trusts.iter().map(|t| t.name.clone()).collect();
-    let engine = match &config.policy {
-        PolicySource::Bundled => PolicyEngine::bundled(&targets, &trusts)?,
-        PolicySource::Dir(dir) => PolicyEngine::load_dir(dir, &targets, &trusts)?,
-    };
-    Ok(engine.policy_count())
-}
-
-pub fn target_infos(config: &Config) -> Vec<TargetInfo> {
-    config
-        .targets
-        .iter()
-        .map(|t| TargetInfo {
-            name: t.name.clone(),
-            kind: t.kind.as_str().to_owned(),
-            audience: t.audience.clone(),
-            labels: t.labels.clone(),
-        })
-        .collect()
+    Ok(legate_server::app::load_policies(config, &trusts)?.policy_count())
 }
 
 #[cfg(test)]

@@ -92,7 +92,7 @@ fn load(src: &Source, extra_trusts: &[String]) -> anyhow::Result<(PolicyEngine, 
         )
         .map_err(|e| anyhow::anyhow!("{e}"))?,
     };
-    let targets = crate::config_cmd::target_infos(&cfg);
+    let targets = legate_server::app::target_infos(&cfg.targets);
     let mut trusts: BTreeSet<String> = cfg.trusts.iter().map(|t| t.name.clone()).collect();
     trusts.insert(legate_server::dev::DEMO_TRUST.to_owned());
     trusts.extend(extra_trusts.iter().cloned());
