@@ -475,7 +475,16 @@ impl Checker<'_> {
                 return Err(self.err(0..0, "policy", "set either `dir` or `bundled`, not both"));
             }
             (Some(dir), false) => PolicySource::Dir(self.path(&dir)),
-            (None, _) => PolicySource::Bundled,
+            // SECURITY: never fall back to the example policies silently; they permit
+            // example repositories and namespaces.
+            (None, false) => {
+                return Err(self.err(
+                    0..0,
+                    "policy.dir",
+                    "no policies configured: set `dir` (or `bundled = true` to run the examples)",
+                ));
+            }
+            (None, true) => PolicySource::Bundled,
         };
         if raw.state.backend.get_ref() != "memory" {
             return Err(self.err(
@@ -514,10 +523,17 @@ impl Checker<'_> {
             )
         })?;
         let url = raw.public_url.get_ref();
-        let https = url.starts_with("https://");
-        let local_http = ["http://127.0.0.1", "http://localhost", "http://[::1]"]
-            .iter()
-            .any(|p| url.starts_with(p));
+        let https = url
+            .strip_prefix("https://")
+            .is_some_and(|rest| !rest.is_empty());
+        let local_http = url.strip_prefix("http://").is_some_and(|rest| {
+            let authority = rest.split('/').next().unwrap_or(rest);
+            let host = match authority.strip_prefix('[') {
+                Some(v6) => v6.split(']').next().map(|h| format!("[{h}]")),
+                None => authority.split(':').next().map(str::to_owned),
+            };
+            host.is_some_and(|h| h == "127.0.0.1" || h == "localhost" || h == "[::1]")
+        });
         if !(https || local_http) || url.ends_with('/') || url.contains(['?', '#']) {
             return Err(self.err(
                 raw.public_url.span(),
@@ -751,6 +767,9 @@ trusted_proxies = ["10.0.0.0/8", "192.0.2.1"]
 [issuer]
 ephemeral_key = true
 
+[policy]
+bundled = true
+
 [[trust]]
 name = "github"
 issuer = "https://token.actions.githubusercontent.com"
@@ -855,6 +874,42 @@ labels = { env = "prod" }
         ))
         .unwrap_err();
         assert_eq!(e.key.as_deref(), Some("server.public_url"));
+    }
+
+    #[test]
+    fn http_public_url_only_on_loopback() {
+        for ok in [
+            "http://127.0.0.1:8080",
+            "http://localhost",
+            "http://[::1]:9",
+        ] {
+            let src = GOOD.replace(
+                "https://legate.example.com\"\ntrusted",
+                &format!("{ok}\"\ntrusted"),
+            );
+            assert!(load(&src).is_ok(), "{ok}");
+        }
+        for bad in [
+            "http://localhost.evil.example",
+            "http://127.0.0.1.evil.example:80",
+            "http://10.0.0.1",
+        ] {
+            let src = GOOD.replace(
+                "https://legate.example.com\"\ntrusted",
+                &format!("{bad}\"\ntrusted"),
+            );
+            assert_eq!(
+                load(&src).unwrap_err().key.as_deref(),
+                Some("server.public_url"),
+                "{bad}"
+            );
+        }
+    }
+
+    #[test]
+    fn policies_must_be_chosen_explicitly() {
+        let e = load(&GOOD.replace("[policy]\nbundled = true\n", "")).unwrap_err();
+        assert_eq!(e.key.as_deref(), Some("policy.dir"));
     }
 
     #[test]

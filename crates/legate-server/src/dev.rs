@@ -1,9 +1,9 @@
 //! Development mode's demo issuer.
 //!
-//! SECURITY: exists only when `legate serve` runs without a configuration file (or with
-//! `--dev`). It holds an in-memory key created at start-up and mints "workload" tokens
-//! on `POST /demo/token` so a newcomer can run a real exchange without a CI system or a
-//! cluster. No configuration file can enable it.
+//! SECURITY: exists only when `legate serve` runs without a configuration file. It holds
+//! an in-memory key created at start-up and mints "workload" tokens on `POST /demo/token`
+//! so a newcomer can run a real exchange without a CI system or a cluster. No
+//! configuration file can enable it.
 
 use std::sync::Arc;
 
