@@ -20,6 +20,8 @@
 
 pub mod b64;
 pub mod exchange;
+#[doc(hidden)]
+pub mod fuzz_logic;
 pub mod json;
 pub mod jwk;
 pub mod jws;
@@ -30,6 +32,11 @@ pub mod verify;
 
 #[cfg(any(test, feature = "testkit"))]
 pub mod testkeys;
+
+#[cfg(test)]
+mod proptests;
+#[cfg(test)]
+mod wycheproof;
 
 pub use jwk::{KeyLookup, KeySet, VerifyingKey};
 pub use jws::{Alg, ParseError, UnverifiedJwt};

@@ -19,6 +19,8 @@ pub mod clock;
 pub mod config;
 pub mod dev;
 pub mod error;
+#[doc(hidden)]
+pub mod fuzz_logic;
 pub mod net;
 pub mod token;
 

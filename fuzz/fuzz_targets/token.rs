@@ -1,0 +1,10 @@
+//! `cargo +nightly fuzz run token`: see docs/security.md.
+#![no_main]
+
+use libfuzzer_sys::fuzz_target;
+
+fuzz_target!(|data: &[u8]| {
+    if let Err(violation) = legate_core::fuzz_logic::fuzz_token(data) {
+        panic!("invariant violated: {violation}");
+    }
+});
