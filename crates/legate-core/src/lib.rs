@@ -33,6 +33,9 @@ pub mod verify;
 #[cfg(any(test, feature = "testkit"))]
 pub mod testkeys;
 
+#[cfg(any(test, feature = "testkit"))]
+pub mod corpus;
+
 #[cfg(test)]
 mod proptests;
 #[cfg(test)]
