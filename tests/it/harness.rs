@@ -265,6 +265,10 @@ pub struct Setup {
     pub policies: Vec<(String, String)>,
     /// Whether to fetch upstream keys before serving (`AppState::warm`).
     pub warm: bool,
+    /// Limits on upstream fetches; the production defaults when `None`.
+    pub fetch_limits: Option<legate_trust::FetchLimits>,
+    /// `server.trusted_proxies` (CIDRs).
+    pub trusted_proxies: Vec<String>,
 }
 
 impl Setup {
@@ -275,6 +279,8 @@ impl Setup {
             targets: vec![TargetSpec::standard()],
             policies: vec![("standard.cedar".to_owned(), STANDARD_POLICY.to_owned())],
             warm: true,
+            fetch_limits: None,
+            trusted_proxies: Vec::new(),
         }
     }
 }
@@ -356,11 +362,21 @@ impl Client {
 
     /// `POST /token` with a form of `pairs`.
     pub async fn post_form(&self, pairs: &[(&str, &str)]) -> Reply {
+        self.post_form_with_headers(pairs, &[]).await
+    }
+
+    /// `POST /token` with a form of `pairs` and extra request `headers`.
+    pub async fn post_form_with_headers(
+        &self,
+        pairs: &[(&str, &str)],
+        headers: &[(&str, &str)],
+    ) -> Reply {
         let url = format!("{}/token", self.url);
-        let resp = self
-            .http
-            .post(&url)
-            .form(pairs)
+        let mut request = self.http.post(&url).form(pairs);
+        for (name, value) in headers {
+            request = request.header(*name, *value);
+        }
+        let resp = request
             .send()
             .await
             .unwrap_or_else(|e| panic!("POST {url}: {e:?}"));
@@ -460,6 +476,16 @@ impl Legate {
              [issuer]\nephemeral_key = true\n\n[policy]\ndir = \"policies\"\n",
             quote(&url)
         );
+        if !setup.trusted_proxies.is_empty() {
+            toml = toml.replacen(
+                "\n\n[issuer]",
+                &format!(
+                    "\ntrusted_proxies = {}\n\n[issuer]",
+                    json!(setup.trusted_proxies)
+                ),
+                1,
+            );
+        }
         for t in &setup.trusts {
             toml.push_str(&t.toml());
         }
@@ -474,6 +500,9 @@ impl Legate {
         let audit = Arc::new(MemorySink::default());
         let mut opts = BuildOptions::new(clock.clone());
         opts.audit = Some(audit.clone());
+        if let Some(limits) = setup.fetch_limits {
+            opts.fetch_limits = limits;
+        }
         let state = AppState::build(&config, opts)
             .unwrap_or_else(|e| panic!("AppState::build: {e}\n{toml}"));
         if setup.warm {
@@ -600,9 +629,18 @@ impl Fixture {
 
     /// The standard setup, adjusted by `adjust` before Legate starts.
     pub async fn start_with(adjust: impl FnOnce(&mut Setup)) -> Fixture {
+        Self::start_publishing(None, adjust).await
+    }
+
+    /// The standard setup with the issuer publishing `jwks` (instead of key "a"
+    /// alone) from the start, adjusted by `adjust` before Legate starts.
+    pub async fn start_publishing(jwks: Option<Value>, adjust: impl FnOnce(&mut Setup)) -> Fixture {
         let pki = TestPki::localhost();
         let key = TestKey::es256("key-a");
         let issuer = TestIssuer::start(&pki, &[&key]).await;
+        if let Some(jwks) = jwks {
+            issuer.set_jwks(jwks);
+        }
         let mut setup = Setup::new(vec![TrustSpec::with_ca(TRUST, &issuer.issuer, &pki)]);
         adjust(&mut setup);
         let legate = Legate::start(&setup).await;

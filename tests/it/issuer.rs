@@ -5,9 +5,10 @@
 //!
 //! Unlike the third-party provider in `peers.rs`, its behaviour is under the
 //! test's control through shared [`Knobs`]: the published JWKS can be replaced
-//! (key rotation), either endpoint can be made to fail (HTTP 503, or the
-//! connection dropped without an answer) to simulate an outage, and every
-//! request is counted per endpoint.
+//! (key rotation) and the discovery document rewritten; either endpoint can be
+//! made to fail (HTTP 503, or the connection dropped without an answer) to
+//! simulate an outage, to redirect elsewhere, or to send its body a few bytes at
+//! a time (slow drip, chunked); and every request is counted per endpoint.
 
 #![allow(
     dead_code,
@@ -20,11 +21,15 @@
     reason = "test harness code: failing loudly is the point"
 )]
 
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
 use std::time::Duration;
 
-use hyper::body::Incoming;
+use bytes::Bytes;
+use hyper::body::{Frame, Incoming, SizeHint};
 use hyper::{Request, Response, StatusCode};
 use hyper_util::rt::TokioIo;
 use legate_core::testkeys::TestKey;
@@ -41,6 +46,10 @@ pub const DISCOVERY: &str = "/.well-known/openid-configuration";
 /// Where this issuer publishes its keys.
 pub const JWKS: &str = "/jwks";
 
+/// Suffix of the path a [`Mode::Redirect`] points at. That path serves the same
+/// document, so following the redirect would succeed; it counts as an "other" hit.
+pub const MOVED: &str = "-moved";
+
 /// How an endpoint answers.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Mode {
@@ -50,12 +59,24 @@ pub enum Mode {
     Unavailable,
     /// The request is read, then the connection is closed without an answer.
     Drop,
+    /// `302 Found` to the same path plus [`MOVED`].
+    Redirect,
+    /// 200 with the document sent chunked (no `Content-Length`), `chunk` bytes
+    /// at a time with `delay_ms` between chunks.
+    Drip {
+        /// Bytes per chunk.
+        chunk: usize,
+        /// Pause before each chunk.
+        delay_ms: u64,
+    },
 }
 
 /// What the test controls and observes, shared with the server task.
 #[derive(Debug)]
 pub struct Knobs {
     jwks: Mutex<Value>,
+    /// Replaces the generated discovery document when set.
+    discovery: Mutex<Option<Value>>,
     jwks_mode: Mutex<Mode>,
     discovery_mode: Mutex<Mode>,
     jwks_hits: AtomicUsize,
@@ -109,6 +130,7 @@ impl TestIssuer {
         let issuer = format!("https://localhost:{port}");
         let knobs = Arc::new(Knobs {
             jwks: Mutex::new(jwks_of(keys)),
+            discovery: Mutex::new(None),
             jwks_mode: Mutex::new(Mode::Up),
             discovery_mode: Mutex::new(Mode::Up),
             jwks_hits: AtomicUsize::new(0),
@@ -177,6 +199,17 @@ impl TestIssuer {
         *self.knobs.jwks.lock().unwrap() = jwks;
     }
 
+    /// The discovery document this issuer serves unless replaced.
+    pub fn standard_discovery(&self) -> Value {
+        standard_discovery(&self.issuer)
+    }
+
+    /// Serves `doc` (any JSON) as the discovery document from now on; `None`
+    /// restores the standard one.
+    pub fn set_discovery(&self, doc: Option<Value>) {
+        *self.knobs.discovery.lock().unwrap() = doc;
+    }
+
     /// How the JWKS endpoint answers from now on.
     pub fn set_jwks_mode(&self, mode: Mode) {
         *self.knobs.jwks_mode.lock().unwrap() = mode;
@@ -231,43 +264,73 @@ impl TestIssuer {
     }
 }
 
+/// The discovery document of an issuer at `issuer`.
+fn standard_discovery(issuer: &str) -> Value {
+    json!({
+        "issuer": issuer,
+        "jwks_uri": format!("{issuer}{JWKS}"),
+        "response_types_supported": ["id_token"],
+        "subject_types_supported": ["public"],
+        "id_token_signing_alg_values_supported": ["ES256", "RS256"],
+    })
+}
+
 /// The answer of the issuer to one request. `Err` makes hyper close the
 /// connection without responding ([`Mode::Drop`]).
 fn handle(
     knobs: &Knobs,
     issuer: &str,
     req: &Request<Incoming>,
-) -> Result<Response<String>, std::io::Error> {
+) -> Result<Response<Body>, std::io::Error> {
     let path = req.uri().path();
     let (mode, body) = if path == DISCOVERY {
         knobs.discovery_hits.fetch_add(1, Ordering::SeqCst);
-        let doc = json!({
-            "issuer": issuer,
-            "jwks_uri": format!("{issuer}{JWKS}"),
-            "response_types_supported": ["id_token"],
-            "subject_types_supported": ["public"],
-            "id_token_signing_alg_values_supported": ["ES256", "RS256"],
-        });
+        let doc = knobs
+            .discovery
+            .lock()
+            .unwrap()
+            .clone()
+            .unwrap_or_else(|| standard_discovery(issuer));
         (*knobs.discovery_mode.lock().unwrap(), doc)
     } else if path == JWKS {
         knobs.jwks_hits.fetch_add(1, Ordering::SeqCst);
         let jwks = knobs.jwks.lock().unwrap().clone();
         (*knobs.jwks_mode.lock().unwrap(), jwks)
+    } else if path == format!("{DISCOVERY}{MOVED}") {
+        knobs.other_hits.fetch_add(1, Ordering::SeqCst);
+        let doc = standard_discovery(issuer);
+        (Mode::Up, doc)
+    } else if path == format!("{JWKS}{MOVED}") {
+        knobs.other_hits.fetch_add(1, Ordering::SeqCst);
+        let jwks = knobs.jwks.lock().unwrap().clone();
+        (Mode::Up, jwks)
     } else {
         knobs.other_hits.fetch_add(1, Ordering::SeqCst);
-        return Ok(response(StatusCode::NOT_FOUND, "not found".to_owned()));
+        return Ok(response(StatusCode::NOT_FOUND, Body::full("not found")));
     };
     match mode {
-        Mode::Up => Ok(response(StatusCode::OK, body.to_string())),
+        Mode::Up => Ok(response(StatusCode::OK, Body::full(body.to_string()))),
         Mode::Unavailable => Ok(response(
             StatusCode::SERVICE_UNAVAILABLE,
-            r#"{"error":"down for the test"}"#.to_owned(),
+            Body::full(r#"{"error":"down for the test"}"#),
         )),
         Mode::Drop => Err(std::io::Error::other("dropping the connection")),
+        Mode::Redirect => {
+            let mut r = response(StatusCode::FOUND, Body::full(""));
+            r.headers_mut().insert(
+                hyper::header::LOCATION,
+                hyper::header::HeaderValue::from_str(&format!("{issuer}{path}{MOVED}")).unwrap(),
+            );
+            Ok(r)
+        }
+        Mode::Drip { chunk, delay_ms } => Ok(response(
+            StatusCode::OK,
+            Body::drip(body.to_string(), chunk, Duration::from_millis(delay_ms)),
+        )),
     }
 }
 
-fn response(status: StatusCode, body: String) -> Response<String> {
+fn response(status: StatusCode, body: Body) -> Response<Body> {
     let mut response = Response::new(body);
     *response.status_mut() = status;
     response.headers_mut().insert(
@@ -275,4 +338,82 @@ fn response(status: StatusCode, body: String) -> Response<String> {
         hyper::header::HeaderValue::from_static("application/json"),
     );
     response
+}
+
+/// A response body: whole (with `Content-Length`) or dripped chunk by chunk
+/// (chunked transfer encoding, no length announced).
+#[derive(Debug)]
+pub struct Body {
+    data: Vec<u8>,
+    sent: usize,
+    chunk: usize,
+    delay: Duration,
+    whole: bool,
+    pause: Option<Pin<Box<tokio::time::Sleep>>>,
+}
+
+impl Body {
+    fn full(data: impl Into<String>) -> Body {
+        let data = data.into().into_bytes();
+        Body {
+            chunk: data.len().max(1),
+            data,
+            sent: 0,
+            delay: Duration::ZERO,
+            whole: true,
+            pause: None,
+        }
+    }
+
+    fn drip(data: String, chunk: usize, delay: Duration) -> Body {
+        Body {
+            data: data.into_bytes(),
+            sent: 0,
+            chunk: chunk.max(1),
+            delay,
+            whole: false,
+            pause: None,
+        }
+    }
+}
+
+impl hyper::body::Body for Body {
+    type Data = Bytes;
+    type Error = std::io::Error;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, std::io::Error>>> {
+        let this = &mut *self;
+        if this.sent >= this.data.len() {
+            return Poll::Ready(None);
+        }
+        if !this.delay.is_zero() {
+            let delay = this.delay;
+            let pause = this
+                .pause
+                .get_or_insert_with(|| Box::pin(tokio::time::sleep(delay)));
+            if pause.as_mut().poll(cx).is_pending() {
+                return Poll::Pending;
+            }
+            this.pause = None;
+        }
+        let end = (this.sent + this.chunk).min(this.data.len());
+        let chunk = Bytes::copy_from_slice(this.data.get(this.sent..end).unwrap_or_default());
+        this.sent = end;
+        Poll::Ready(Some(Ok(Frame::data(chunk))))
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.sent >= self.data.len()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        if self.whole {
+            SizeHint::with_exact(self.data.len().saturating_sub(self.sent) as u64)
+        } else {
+            SizeHint::default()
+        }
+    }
 }

@@ -3,18 +3,21 @@
 //!
 //! - [`peers`]: third-party peers (oauth2-mock-server, PyJWT) and the test PKI;
 //! - [`issuer`]: an upstream OIDC issuer under the test's control (rotation,
-//!   outages, request counters);
+//!   outages, redirects, slow drip, request counters);
 //! - [`harness`]: Legate in-process with a manual clock and in-memory audit;
-//! - the test modules, one per concern: [`exchange`], [`mock_provider`],
-//!   [`keys`], [`replay`], [`routing`], [`wire`].
+//! - the test modules, one per concern: [`attacks`], [`exchange`], [`hygiene`],
+//!   [`mock_provider`], [`keys`], [`proxy`], [`replay`], [`routing`], [`wire`].
 
 mod harness;
 mod issuer;
 mod peers;
 
+mod attacks;
 mod exchange;
+mod hygiene;
 mod keys;
 mod mock_provider;
+mod proxy;
 mod replay;
 mod routing;
 mod wire;

@@ -2,7 +2,7 @@
 //!
 //! `serde_json` keeps the last of two members with the same name. Two parsers that
 //! disagree on which duplicate wins let an attacker show one value to a checker and
-//! another to a consumer (the "JSON interoperability" class of bugs; RFC 7515 §5.2 and
+//! another to a consumer (the "JSON interoperability" class of bugs; RFC 7515 §4 and
 //! RFC 7519 §4 say a JWT with duplicate header or claim names MUST be rejected or the
 //! last one used — Legate rejects). Everything Legate decides on is parsed here.
 //!

@@ -129,6 +129,9 @@ pub struct IssuerStatus {
     pub attempted: bool,
     /// The last fetch error, if the last fetch failed.
     pub last_error: Option<String>,
+    /// Keys of the current set's document that were left out, and why (private
+    /// material, `use: enc`, duplicate `kid`, unparseable, …). Escaped `kid`s only.
+    pub ignored_keys: Vec<String>,
 }
 
 #[derive(Debug)]
@@ -147,6 +150,7 @@ struct Gate {
 struct Health {
     attempted: bool,
     last_error: Option<String>,
+    ignored_keys: Vec<String>,
 }
 
 /// One trusted issuer with its fetcher and refresh gate.
@@ -295,6 +299,7 @@ impl TrustStore {
                 fetched_at,
                 attempted,
                 last_error: health.last_error,
+                ignored_keys: health.ignored_keys,
             });
         }
         out
@@ -428,7 +433,10 @@ impl TrustStore {
                     .cache
                     .insert(name.to_owned(), snapshot.clone())
                     .await;
-                issuer.set_health(|h| h.last_error = None);
+                issuer.set_health(|h| {
+                    h.last_error = None;
+                    h.ignored_keys = warnings.iter().map(ToString::to_string).collect();
+                });
                 Some(snapshot)
             }
             Err(e) => {
