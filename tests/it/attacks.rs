@@ -363,6 +363,12 @@ fn check(server: &Server, case: &AttackCase) -> Result<(), String> {
             !line.chars().any(char::is_control),
             format!("the audit event has control characters: {line}"),
         );
+        // Attacker strings (a 4 KiB `kid`, a long `iss`) are truncated before they
+        // reach the event, so no case can grow it much.
+        expect(
+            line.len() < 2048,
+            format!("the audit event is {} bytes long: {line}", line.len()),
+        );
     }
     if errors.is_empty() {
         Ok(())
