@@ -7,6 +7,9 @@
 //! the schema, so the same test is true for a token carrying `foo`: the policy would behave
 //! unlike what was validated. This module walks each policy's JSON form and reports every
 //! `has` test and attribute access below `principal.claims` that the schema does not declare.
+//!
+//! The same walk tells which top-level claims a policy can read ([`claims_read`]): the
+//! engine converts only those claims to Cedar for the policies it evaluates.
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -95,6 +98,93 @@ pub(crate) fn undeclared(policy: &Policy, shape: &Shape) -> Result<Vec<String>, 
         }
     }
     Ok(found.into_iter().collect())
+}
+
+/// The top-level claims a set of policies can read.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum ClaimsRead {
+    /// Every claim: some policy uses a `claims` record other than through `.name`,
+    /// `["name"]` or `has name` (as a whole value, say), or could not be analysed.
+    All,
+    /// Only these; any other claim is unreachable from the policies.
+    Only(BTreeSet<String>),
+}
+
+impl ClaimsRead {
+    /// No claim at all (the empty policy set).
+    pub(crate) fn none() -> Self {
+        Self::Only(BTreeSet::new())
+    }
+
+    /// What `self` or `other` reads.
+    pub(crate) fn union(&mut self, other: &Self) {
+        match (&mut *self, other) {
+            (Self::All, _) => {}
+            (_, Self::All) => *self = Self::All,
+            (Self::Only(mine), Self::Only(theirs)) => mine.extend(theirs.iter().cloned()),
+        }
+    }
+}
+
+/// The top-level claims `policy` can read.
+///
+/// Conservative by construction: it looks for the attribute `claims` on *any* expression
+/// (not only `principal`, since an entity literal `Legate::Workload::"..."` reaches the
+/// same attributes), and every occurrence that is not immediately the left side of an
+/// attribute access or `has` test makes the answer [`ClaimsRead::All`].
+pub(crate) fn claims_read(policy: &Policy) -> ClaimsRead {
+    let Ok(est) = policy.to_json() else {
+        return ClaimsRead::All;
+    };
+    let mut names = BTreeSet::new();
+    // Every `.claims` access, and those consumed by an access or test of one claim.
+    let (mut claims_nodes, mut consumed) = (0usize, 0usize);
+    let mut stack = vec![&est];
+    while let Some(value) = stack.pop() {
+        match value {
+            Value::Object(members) => {
+                for op in ["has", "."] {
+                    let Some(node) = members.get(op) else {
+                        continue;
+                    };
+                    if op == "." && node.get("attr").and_then(Value::as_str) == Some("claims") {
+                        claims_nodes += 1;
+                    }
+                    let left_is_claims = node
+                        .get("left")
+                        .and_then(|left| left.get("."))
+                        .and_then(|access| access.get("attr"))
+                        .and_then(Value::as_str)
+                        == Some("claims");
+                    if !left_is_claims {
+                        continue;
+                    }
+                    // `e has a.b` gives `"attr": ["a", "b"]`: `a` is the claim.
+                    let claim = match node.get("attr") {
+                        Some(Value::String(attr)) => Some(attr),
+                        Some(Value::Array(attrs)) => match attrs.first() {
+                            Some(Value::String(attr)) => Some(attr),
+                            _ => None,
+                        },
+                        _ => None,
+                    };
+                    let Some(claim) = claim else {
+                        return ClaimsRead::All;
+                    };
+                    names.insert(claim.clone());
+                    consumed += 1;
+                }
+                stack.extend(members.values());
+            }
+            Value::Array(items) => stack.extend(items),
+            _ => {}
+        }
+    }
+    if claims_nodes == consumed {
+        ClaimsRead::Only(names)
+    } else {
+        ClaimsRead::All
+    }
 }
 
 /// For a `has` / `.` node `{"left": E, "attr": a}` where `E` is `principal.claims.p...`,
@@ -207,6 +297,78 @@ mod tests {
             check(r#"principal.claims["kubernetes.io"] has pod.nope"#),
             [r#"principal.claims["kubernetes.io"].pod.nope"#]
         );
+    }
+
+    fn read(condition: &str) -> ClaimsRead {
+        let policy: Policy = format!("permit(principal, action, resource) when {{ {condition} }};")
+            .parse()
+            .unwrap();
+        claims_read(&policy)
+    }
+
+    fn only(names: &[&str]) -> ClaimsRead {
+        ClaimsRead::Only(names.iter().map(|n| (*n).to_owned()).collect())
+    }
+
+    #[test]
+    fn claims_read_names_each_claim_accessed_or_tested() {
+        assert_eq!(read("true"), ClaimsRead::none());
+        assert_eq!(
+            read(r#"principal.subject == "s" && resource.hasTag("env") && principal has claims"#),
+            ClaimsRead::none()
+        );
+        assert_eq!(
+            read(r#"principal.claims has ref && principal.claims.ref == "x""#),
+            only(&["ref"])
+        );
+        assert_eq!(
+            read(
+                r#"principal.claims has "kubernetes.io" &&
+                   principal.claims["kubernetes.io"] has serviceaccount &&
+                   principal.claims["kubernetes.io"].serviceaccount.name == "a" &&
+                   principal.claims.sub like "system:*""#
+            ),
+            only(&["kubernetes.io", "sub"])
+        );
+        // `has a.b`: the claim is `a`.
+        assert_eq!(read("principal.claims has env.region"), only(&["env"]));
+        // An entity literal reaches the same attributes as `principal`.
+        assert_eq!(
+            read(r#"Legate::Workload::"t|s".claims has aud"#),
+            only(&["aud"])
+        );
+        // A claim that is itself called `claims`: over-approximated, never missed.
+        let ClaimsRead::Only(names) = read("principal.claims.claims.x == 1") else {
+            panic!("expected a finite set")
+        };
+        assert!(names.contains("claims"), "{names:?}");
+    }
+
+    /// Stops a policy from seeing a pruned claims record: any use of `claims` other than
+    /// reading one named claim keeps every claim.
+    #[test]
+    fn claims_read_is_all_when_the_record_is_used_whole() {
+        for condition in [
+            "principal.claims == principal.claims",
+            r#"principal.claims == {"sub": "s"}"#,
+            r#"[principal.claims].contains({"sub": "s"})"#,
+            r#"(if context.has_actor then principal.claims else principal.claims).sub == "s""#,
+            r#"Legate::Workload::"t|s".claims == principal.claims"#,
+            r#"principal.claims has sub && principal.claims == {"sub": "s"}"#,
+        ] {
+            assert_eq!(read(condition), ClaimsRead::All, "{condition}");
+        }
+    }
+
+    #[test]
+    fn claims_read_union() {
+        let mut read = only(&["a"]);
+        read.union(&only(&["b"]));
+        assert_eq!(read, only(&["a", "b"]));
+        read.union(&ClaimsRead::All);
+        assert_eq!(read, ClaimsRead::All);
+        read.union(&only(&["c"]));
+        assert_eq!(read, ClaimsRead::All);
     }
 
     #[test]

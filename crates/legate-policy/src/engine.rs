@@ -9,6 +9,7 @@ use cedar_policy::{
     AuthorizationError, Authorizer, Effect, Entity, EntityUid, Policy, PolicySet, Response,
 };
 
+use crate::claim_refs::{self, ClaimsRead};
 use crate::load::{self, PolicyLoadError};
 use crate::request::{self, Fixed, Names};
 use crate::scope::{PolicyScope, Reach};
@@ -88,8 +89,9 @@ pub struct PolicyEngine {
     authorizer: Authorizer,
     trusts: HashMap<String, TrustSlot>,
     targets: HashMap<String, TargetSlot>,
-    /// Every policy: the reference for slicing, and for [`PolicyEngine::evaluate_unsliced`].
-    all: PolicySet,
+    /// Every policy, and the claims they read: the reference for slicing, and for
+    /// [`PolicyEngine::evaluate_unsliced`].
+    all: Slice,
     /// Policy id → file name.
     files: BTreeMap<String, String>,
     warnings: Vec<String>,
@@ -108,7 +110,15 @@ struct TargetSlot {
     uid: EntityUid,
     entity: Entity,
     /// One slice per trust, by [`TrustSlot::index`].
-    slices: Vec<PolicySet>,
+    slices: Vec<Slice>,
+}
+
+/// The policies that can apply to a request, and the claims they can read: only those
+/// claims are converted to Cedar (the rest are unreachable from these policies).
+#[derive(Debug)]
+struct Slice {
+    set: PolicySet,
+    claims: ClaimsRead,
 }
 
 impl DecisionReason {
@@ -184,19 +194,30 @@ impl PolicyEngine {
 
     /// Decides `req`, evaluating only the policies that can apply to its (trust, target).
     pub fn evaluate(&self, req: &PolicyRequest<'_>) -> Decision {
-        self.evaluate_with(req, |target, trust| target.slices.get(trust.index))
+        self.evaluate_with(req, |target, trust| {
+            let slice = target.slices.get(trust.index)?;
+            Some((&slice.set, &slice.claims))
+        })
     }
 
     /// Decides `req` against every policy, without slicing. For tests and benchmarks:
     /// the decision is always the same as [`evaluate`](Self::evaluate)'s.
     #[doc(hidden)]
     pub fn evaluate_unsliced(&self, req: &PolicyRequest<'_>) -> Decision {
-        self.evaluate_with(req, |_, _| Some(&self.all))
+        self.evaluate_with(req, |_, _| Some((&self.all.set, &self.all.claims)))
+    }
+
+    /// Decides `req` against every policy with every claim converted: Cedar over the
+    /// whole entity model, without slicing or claim pruning. For tests and benchmarks:
+    /// the decision is always the same as [`evaluate`](Self::evaluate)'s.
+    #[doc(hidden)]
+    pub fn evaluate_reference(&self, req: &PolicyRequest<'_>) -> Decision {
+        self.evaluate_with(req, |_, _| Some((&self.all.set, &ClaimsRead::All)))
     }
 
     /// The number of policies.
     pub fn policy_count(&self) -> usize {
-        self.all.num_of_policies()
+        self.all.set.num_of_policies()
     }
 
     /// The policy ids, sorted.
@@ -220,7 +241,7 @@ impl PolicyEngine {
     pub fn slice_len(&self, trust: &str, target: &str) -> Option<usize> {
         let index = self.trusts.get(trust)?.index;
         let slice = self.targets.get(target)?.slices.get(index)?;
-        Some(slice.num_of_policies())
+        Some(slice.set.num_of_policies())
     }
 
     fn assemble(
@@ -249,13 +270,13 @@ impl PolicyEngine {
             }
         }
 
-        let scoped: Vec<(&Policy, PolicyScope)> = parsed
+        let scoped: Vec<(&Policy, PolicyScope, ClaimsRead)> = parsed
             .set
             .policies()
-            .map(|p| (p, PolicyScope::of(p, &names)))
+            .map(|p| (p, PolicyScope::of(p, &names), claim_refs::claims_read(p)))
             .collect();
         let target_names: HashSet<&str> = targets.iter().map(|t| t.name.as_str()).collect();
-        for (policy, scope) in &scoped {
+        for (policy, scope, _) in &scoped {
             warnings.extend(scope_warning(policy, scope, &trust_slots, &target_names));
         }
 
@@ -271,12 +292,14 @@ impl PolicyEngine {
             for trust in trusts {
                 let applicable = scoped
                     .iter()
-                    .filter(|(_, scope)| scope.applies(trust, &target.name))
-                    .map(|(policy, _)| (*policy).clone());
-                slices.push(
-                    PolicySet::from_policies(applicable)
-                        .map_err(|e| PolicyLoadError::Slice(e.to_string()))?,
-                );
+                    .filter(|(_, scope, _)| scope.applies(trust, &target.name));
+                let mut claims = ClaimsRead::none();
+                for (_, _, read) in applicable.clone() {
+                    claims.union(read);
+                }
+                let set = PolicySet::from_policies(applicable.map(|(p, _, _)| (*p).clone()))
+                    .map_err(|e| PolicyLoadError::Slice(e.to_string()))?;
+                slices.push(Slice { set, claims });
             }
             let slot = TargetSlot {
                 uid: names.target_uid(&target.name),
@@ -288,12 +311,19 @@ impl PolicyEngine {
             }
         }
 
+        let mut all_claims = ClaimsRead::none();
+        for (_, _, read) in &scoped {
+            all_claims.union(read);
+        }
         Ok(Self {
             names,
             authorizer: Authorizer::new(),
             trusts: trust_slots,
             targets: target_slots,
-            all: parsed.set,
+            all: Slice {
+                set: parsed.set,
+                claims: all_claims,
+            },
             files: parsed.files,
             warnings,
         })
@@ -302,7 +332,7 @@ impl PolicyEngine {
     fn evaluate_with<'s>(
         &'s self,
         req: &PolicyRequest<'_>,
-        pick: impl FnOnce(&'s TargetSlot, &'s TrustSlot) -> Option<&'s PolicySet>,
+        pick: impl FnOnce(&'s TargetSlot, &'s TrustSlot) -> Option<(&'s PolicySet, &'s ClaimsRead)>,
     ) -> Decision {
         let Some(target) = self.targets.get(req.target) else {
             return Decision::deny(DecisionReason::UnknownTarget);
@@ -310,7 +340,7 @@ impl PolicyEngine {
         let Some(trust) = self.trusts.get(req.trust) else {
             return Decision::deny(DecisionReason::UnknownTrust);
         };
-        let Some(policies) = pick(target, trust) else {
+        let Some((policies, claims_read)) = pick(target, trust) else {
             return Decision::deny(DecisionReason::UnknownTrust);
         };
         let fixed = Fixed {
@@ -319,7 +349,7 @@ impl PolicyEngine {
             target_uid: &target.uid,
             target: &target.entity,
         };
-        match request::build(&self.names, req, &fixed) {
+        match request::build(&self.names, req, &fixed, claims_read) {
             Ok((request, entities)) => decide(
                 &self.authorizer.is_authorized(&request, policies, &entities),
                 policies,
@@ -731,6 +761,28 @@ mod tests {
             (0i64..10).prop_map(|n| format!(
                 "principal.claims has runner_id && principal.claims.runner_id > {n}"
             )),
+            // Nested claims and `has` paths.
+            prop_oneof![Just("ns0"), Just("ns1")].prop_map(|ns| format!(
+                r#"principal.claims has "kubernetes.io" &&
+                   principal.claims["kubernetes.io"] has namespace &&
+                   principal.claims["kubernetes.io"].namespace == "{ns}""#
+            )),
+            Just(
+                r#"principal.claims has "kubernetes.io" &&
+                   principal.claims["kubernetes.io"] has pod.name"#
+                    .to_owned()
+            ),
+            Just(
+                r#"principal.claims has ref && principal.claims.ref like "refs/heads/*""#
+                    .to_owned()
+            ),
+            Just(r#"principal.claims.sub == principal.subject"#.to_owned()),
+            // The claims record used whole: no pruning for the slices holding these.
+            Just(r#"principal.claims == principal.claims"#.to_owned()),
+            Just(
+                r#"(if context.utc_hour < 12 then principal.claims else principal.claims) has env"#
+                    .to_owned()
+            ),
         ];
         (
             prop::bool::weighted(0.6),
@@ -784,33 +836,76 @@ mod tests {
             Just("::ffff:10.0.0.1"),
             Just("2001:db8::1"),
         ];
+        // Claims no policy reads, or the schema does not declare; sometimes nested too
+        // deep to convert, which fails the request whatever the policies read.
+        let other = prop_oneof![
+            Just(None),
+            Just(Some(json!({"x": [1, "y", {"z": true}]}))),
+            Just(Some(json!("refs/tags/v1"))),
+            Just(Some({
+                let mut deep = json!(1);
+                for _ in 0..crate::request::MAX_CLAIM_DEPTH {
+                    deep = json!([deep]);
+                }
+                deep
+            })),
+        ];
+        let k8s = prop_oneof![
+            Just(None),
+            Just(Some(json!({"namespace": "ns0", "pod": {"name": "p"}}))),
+            Just(Some(json!({"namespace": "ns1"}))),
+            Just(Some(json!({"serviceaccount": {"name": "sa"}}))),
+        ];
+        let git_ref = prop_oneof![
+            Just(None),
+            Just(Some("refs/heads/main")),
+            Just(Some("refs/tags/v1")),
+        ];
         (
-            prop_oneof![Just("t0"), Just("t1"), Just("t2")],
-            prop_oneof![Just("s0"), Just("s1")],
-            prop_oneof![Just("x0"), Just("x1"), Just("x2"), Just("x3")],
-            env,
-            runner,
+            (
+                prop_oneof![Just("t0"), Just("t1"), Just("t2")],
+                prop_oneof![Just("s0"), Just("s1")],
+                prop_oneof![Just("x0"), Just("x1"), Just("x2"), Just("x3")],
+            ),
+            (env, runner, other, k8s, git_ref),
             ip,
             0i64..4_000_000_000,
             0u64..5000,
         )
-            .prop_map(|(trust, subject, target, env, runner, ip, now, lifetime)| {
-                let mut claims = Map::new();
-                claims.insert("sub".into(), subject.into());
-                if let Some(env) = env {
-                    claims.insert("env".into(), env.into());
-                }
-                claims.insert("runner_id".into(), runner);
-                Req {
-                    trust,
-                    subject,
-                    target,
-                    claims,
-                    source_ip: ip.parse().unwrap(),
+            .prop_map(
+                |(
+                    (trust, subject, target),
+                    (env, runner, other, k8s, git_ref),
+                    ip,
                     now,
-                    requested_lifetime: lifetime,
-                }
-            })
+                    lifetime,
+                )| {
+                    let mut claims = Map::new();
+                    claims.insert("sub".into(), subject.into());
+                    if let Some(env) = env {
+                        claims.insert("env".into(), env.into());
+                    }
+                    if let Some(other) = other {
+                        claims.insert("x-other".into(), other);
+                    }
+                    if let Some(k8s) = k8s {
+                        claims.insert("kubernetes.io".into(), k8s);
+                    }
+                    if let Some(git_ref) = git_ref {
+                        claims.insert("ref".into(), git_ref.into());
+                    }
+                    claims.insert("runner_id".into(), runner);
+                    Req {
+                        trust,
+                        subject,
+                        target,
+                        claims,
+                        source_ip: ip.parse().unwrap(),
+                        now,
+                        requested_lifetime: lifetime,
+                    }
+                },
+            )
     }
 
     proptest! {
@@ -827,6 +922,20 @@ mod tests {
             for r in &reqs {
                 let req = r.as_request();
                 prop_assert_eq!(engine.evaluate(&req), engine.evaluate_unsliced(&req), "{:?}", r);
+            }
+        }
+
+        /// Converting only the claims the evaluated policies read never changes a decision,
+        /// its determining policies or its errors: the pruned claims are unreachable.
+        #[test]
+        fn claim_pruning_never_changes_a_decision(
+            policies in prop::collection::vec(policy(), 0..40),
+            reqs in prop::collection::vec(req(), 1..24),
+        ) {
+            let engine = engine(&policies.join("\n"));
+            for r in &reqs {
+                let req = r.as_request();
+                prop_assert_eq!(engine.evaluate(&req), engine.evaluate_reference(&req), "{:?}", r);
             }
         }
 

@@ -10,6 +10,7 @@ use cedar_policy::{
 };
 use serde_json::{Map, Value};
 
+use crate::claim_refs::ClaimsRead;
 use crate::engine::{PolicyRequest, TargetInfo};
 
 /// Claims nesting deeper than this (arrays and objects) fail the request: deep nesting has
@@ -112,13 +113,16 @@ pub(crate) fn target_entity(
         .map_err(|e| TargetEntityError(e.to_string()))
 }
 
-/// Builds the Cedar request and entity store for `req`.
+/// Builds the Cedar request and entity store for `req`, converting only the claims in
+/// `read` (every claim is still checked against [`MAX_CLAIM_DEPTH`], so whether a request
+/// can be built never depends on the policies).
 pub(crate) fn build(
     names: &Names,
     req: &PolicyRequest<'_>,
     fixed: &Fixed<'_>,
+    read: &ClaimsRead,
 ) -> Result<(Request, Entities), RequestBuildError> {
-    let claims = claims_record(req.claims)?;
+    let claims = claims_record(req.claims, read)?;
     let principal = names.workload_uid(req.trust, req.subject);
     let workload = Entity::new_with_tags(
         principal.clone(),
@@ -210,12 +214,34 @@ fn ip_text(ip: IpAddr) -> String {
     }
 }
 
-/// The token's claims as a Cedar record.
-fn claims_record(claims: &Map<String, Value>) -> Result<RestrictedExpression, RequestBuildError> {
-    let mut fields = Vec::with_capacity(claims.len());
+/// The token's claims as a Cedar record: those in `read`, after every claim passed the
+/// depth check.
+fn claims_record(
+    claims: &Map<String, Value>,
+    read: &ClaimsRead,
+) -> Result<RestrictedExpression, RequestBuildError> {
     for (name, value) in claims {
+        check_nesting(name, value, 1)?;
+    }
+    let mut fields = Vec::new();
+    let mut push = |name: &String, value: &Value| -> Result<(), RequestBuildError> {
         if let Some(expr) = claim_value(name, value, 1)? {
             fields.push((name.clone(), expr));
+        }
+        Ok(())
+    };
+    match read {
+        ClaimsRead::All => {
+            for (name, value) in claims {
+                push(name, value)?;
+            }
+        }
+        ClaimsRead::Only(names) => {
+            for name in names {
+                if let Some(value) = claims.get(name) {
+                    push(name, value)?;
+                }
+            }
         }
     }
     RestrictedExpression::new_record(fields).map_err(|e| RequestBuildError::Claim {
@@ -259,6 +285,26 @@ fn claim_value(
             })?)
         }
     })
+}
+
+/// The depth check of [`claim_value`], without building anything.
+fn check_nesting(claim: &str, value: &Value, depth: usize) -> Result<(), RequestBuildError> {
+    match value {
+        Value::Array(items) => {
+            check_depth(claim, depth)?;
+            for item in items {
+                check_nesting(claim, item, depth + 1)?;
+            }
+        }
+        Value::Object(members) => {
+            check_depth(claim, depth)?;
+            for member in members.values() {
+                check_nesting(claim, member, depth + 1)?;
+            }
+        }
+        Value::Null | Value::Bool(_) | Value::Number(_) | Value::String(_) => {}
+    }
+    Ok(())
 }
 
 fn check_depth(claim: &str, depth: usize) -> Result<(), RequestBuildError> {
@@ -308,7 +354,7 @@ mod tests {
         let Value::Object(claims) = claims else {
             unreachable!()
         };
-        let record = claims_record(&claims).unwrap();
+        let record = claims_record(&claims, &ClaimsRead::All).unwrap();
         let ctx = Context::from_pairs([("c".to_owned(), record)]).unwrap();
         let text = ctx.get("c").unwrap().to_string();
         for kept in [
@@ -326,6 +372,37 @@ mod tests {
     }
 
     #[test]
+    fn only_the_claims_read_are_converted_but_every_claim_is_depth_checked() {
+        let Value::Object(mut claims) = json!({"a": "x", "b": [1, 2], "c": {"d": true}}) else {
+            unreachable!()
+        };
+        let read = ClaimsRead::Only(["a".to_owned(), "c".to_owned(), "absent".to_owned()].into());
+        let record = claims_record(&claims, &read).unwrap();
+        let ctx = Context::from_pairs([("c".to_owned(), record)]).unwrap();
+        let text = ctx.get("c").unwrap().to_string();
+        assert!(
+            text.contains(r#""a": "x""#) && text.contains(r#""d": true"#),
+            "{text}"
+        );
+        assert!(
+            !text.contains(r#""b""#) && !text.contains("absent"),
+            "{text}"
+        );
+
+        // A claim too deep to convert fails the request even when no policy reads it, so
+        // whether a request can be built never depends on the policies.
+        let mut deep = json!(1);
+        for _ in 0..MAX_CLAIM_DEPTH {
+            deep = json!([deep]);
+        }
+        claims.insert("unread".to_owned(), deep);
+        assert!(matches!(
+            claims_record(&claims, &ClaimsRead::none()),
+            Err(RequestBuildError::ClaimTooDeep { claim }) if claim == "unread"
+        ));
+    }
+
+    #[test]
     fn deep_claims_fail() {
         let mut value = json!("leaf");
         for _ in 0..MAX_CLAIM_DEPTH {
@@ -334,7 +411,7 @@ mod tests {
         let mut claims = Map::new();
         claims.insert("deep".to_owned(), value);
         assert!(matches!(
-            claims_record(&claims),
+            claims_record(&claims, &ClaimsRead::All),
             Err(RequestBuildError::ClaimTooDeep { .. })
         ));
         // One level less is fine.
@@ -343,7 +420,7 @@ mod tests {
             value = json!({ "k": value });
         }
         claims.insert("deep".to_owned(), value);
-        claims_record(&claims).unwrap();
+        claims_record(&claims, &ClaimsRead::All).unwrap();
     }
 
     #[test]
