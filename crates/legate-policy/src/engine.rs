@@ -11,7 +11,7 @@ use cedar_policy::{
 
 use crate::claim_refs::{self, ClaimsRead};
 use crate::load::{self, PolicyLoadError};
-use crate::request::{self, Fixed, Names};
+use crate::request::{self, Fixed, IpExprCache, Names};
 use crate::scope::{PolicyScope, Reach};
 
 /// A configured target, as policies see it.
@@ -86,6 +86,7 @@ pub enum DecisionReason {
 /// The loaded, validated and sliced policies. `Send + Sync`; share it in an `Arc`.
 pub struct PolicyEngine {
     names: Names,
+    ips: IpExprCache,
     authorizer: Authorizer,
     trusts: HashMap<String, TrustSlot>,
     targets: HashMap<String, TargetSlot>,
@@ -317,6 +318,7 @@ impl PolicyEngine {
         }
         Ok(Self {
             names,
+            ips: IpExprCache::new(),
             authorizer: Authorizer::new(),
             trusts: trust_slots,
             targets: target_slots,
@@ -349,7 +351,7 @@ impl PolicyEngine {
             target_uid: &target.uid,
             target: &target.entity,
         };
-        match request::build(&self.names, req, &fixed, claims_read) {
+        match request::build(&self.names, req, &fixed, claims_read, &self.ips) {
             Ok((request, entities)) => decide(
                 &self.authorizer.is_authorized(&request, policies, &entities),
                 policies,

@@ -23,6 +23,8 @@
 //! At load time the policies are sliced per (trust, target): each slice holds only the
 //! policies whose scope can match that pair, so evaluation cost grows with the policies
 //! that concern a target rather than with the whole set. Slicing never changes a decision.
+//! Each slice also records the top-level claims its policies can read, and only those are
+//! converted to Cedar at request time (ADR 0005); this never changes a decision either.
 //!
 //! One deliberate departure from plain Cedar: a `forbid` policy that fails to evaluate
 //! (Cedar skips erroring policies) turns an Allow into a Deny
@@ -36,7 +38,8 @@
 //! - [`engine`](mod@engine): [`PolicyEngine`], [`PolicyRequest`], [`Decision`], [`TargetInfo`];
 //! - [`load`]: reading, parsing and validating sources; [`PolicyLoadError`];
 //! - `claim_refs` (private): the load-time check that every claim a policy names is declared
-//!   (strict validation alone lets `principal.claims has undeclared && ...` through);
+//!   (strict validation alone lets `principal.claims has undeclared && ...` through), and
+//!   the claims each policy can read;
 //! - `request` (private): claim conversion, entity and request building;
 //! - `scope` (private): the scope analysis behind slicing;
 //! - `diag` (private): Cedar diagnostics rendered with line and column;
