@@ -1,8 +1,10 @@
 //! Policy evaluation cost: one realistic GitHub Actions request against the bundled set and
 //! against generated sets of 50 and 500 policies spread over 50 targets, evaluated on the
-//! (trust, target) slice (`sliced`, what Legate does) and on the whole set (`full`). The
-//! `empty` engine has no policy: its figure is the fixed cost of mapping the request (claims,
-//! entities, context) onto Cedar.
+//! (trust, target) slice (`sliced`, what Legate does), on the whole set (`full`), and on
+//! the whole set with every claim converted (`reference`: plain Cedar over the whole
+//! entity model, what Legate would cost without ADRs 0004 and 0005). The `empty` engine
+//! has no policy: its figure is the fixed cost of mapping the request (claims, entities,
+//! context) onto Cedar.
 
 use std::collections::BTreeMap;
 use std::hint::black_box;
@@ -176,6 +178,7 @@ fn bench_evaluate(c: &mut Criterion) {
         let decision = engine.evaluate(&req);
         assert_eq!(decision.allowed, name != "empty", "{name}: {decision:?}");
         assert_eq!(decision, engine.evaluate_unsliced(&req));
+        assert_eq!(decision, engine.evaluate_reference(&req));
         let slice = engine.slice_len("github", target).unwrap_or_default();
         let total = engine.policy_count();
         group.bench_function(format!("{name}/sliced ({slice} of {total})"), |b| {
@@ -183,6 +186,9 @@ fn bench_evaluate(c: &mut Criterion) {
         });
         group.bench_function(format!("{name}/full ({total})"), |b| {
             b.iter(|| engine.evaluate_unsliced(black_box(&req)));
+        });
+        group.bench_function(format!("{name}/reference ({total}, every claim)"), |b| {
+            b.iter(|| engine.evaluate_reference(black_box(&req)));
         });
     }
     group.finish();
