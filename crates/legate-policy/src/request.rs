@@ -2,8 +2,10 @@
 //!
 //! Nothing here uses the schema: undeclared claims must not break evaluation.
 
+use std::hash::{BuildHasher as _, RandomState};
 use std::net::IpAddr;
 use std::str::FromStr;
+use std::sync::Mutex;
 
 use cedar_policy::{
     Context, Entities, Entity, EntityId, EntityTypeName, EntityUid, Request, RestrictedExpression,
@@ -31,24 +33,47 @@ pub(crate) struct Names {
 /// `RestrictedExpression::new_ip` runs Cedar's parser on the extension name `ip` at every
 /// call (~6.6 µs, a quarter of the fixed cost of a request; docs/performance.md); the
 /// expression depends only on the address, and a gateway sees the same few addresses
-/// (its proxies, CI runners) again and again. Bounded: a flood of distinct addresses
-/// evicts entries, it cannot grow memory.
-#[derive(Debug, Clone)]
-pub(crate) struct IpExprCache(moka::sync::Cache<IpAddr, RestrictedExpression>);
+/// (its proxies, CI runners) again and again. A direct-mapped table: each address has one
+/// slot (by a keyed hash), a colliding address replaces it. Bounded, no clock, no
+/// eviction policy to run; a flood of distinct addresses only costs the misses.
+#[derive(Debug)]
+pub(crate) struct IpExprCache {
+    slots: Box<[Mutex<Option<IpExpr>>]>,
+    hasher: RandomState,
+}
+
+/// One slot of [`IpExprCache`]: an address and its expression.
+type IpExpr = (IpAddr, RestrictedExpression);
 
 impl IpExprCache {
-    /// The number of addresses kept.
-    const CAPACITY: u64 = 4_096;
+    /// The number of slots.
+    const SLOTS: u64 = 1_024;
 
     pub(crate) fn new() -> Self {
-        Self(moka::sync::Cache::new(Self::CAPACITY))
+        Self {
+            slots: (0..Self::SLOTS).map(|_| Mutex::new(None)).collect(),
+            hasher: RandomState::new(),
+        }
     }
 
     /// The `ip(...)` expression of `ip`, canonical as [`ip_text`] writes it.
     pub(crate) fn get(&self, ip: IpAddr) -> RestrictedExpression {
         let ip = ip.to_canonical();
-        self.0
-            .get_with(ip, || RestrictedExpression::new_ip(ip_text(ip)))
+        let slot = usize::try_from(self.hasher.hash_one(ip) % Self::SLOTS)
+            .ok()
+            .and_then(|index| self.slots.get(index));
+        // A poisoned slot is a miss: the value is rebuilt, never trusted half-written.
+        if let Some(Ok(entry)) = slot.map(Mutex::lock)
+            && let Some((cached, expr)) = entry.as_ref()
+            && *cached == ip
+        {
+            return expr.clone();
+        }
+        let expr = RestrictedExpression::new_ip(ip_text(ip));
+        if let Some(Ok(mut entry)) = slot.map(Mutex::lock) {
+            *entry = Some((ip, expr.clone()));
+        }
+        expr
     }
 }
 
@@ -238,34 +263,22 @@ fn ip_text(ip: IpAddr) -> String {
     }
 }
 
-/// The token's claims as a Cedar record: those in `read`, after every claim passed the
-/// depth check.
+/// The token's claims as a Cedar record: those in `read` are converted, the others only
+/// pass the depth check that conversion applies.
 fn claims_record(
     claims: &Map<String, Value>,
     read: &ClaimsRead,
 ) -> Result<RestrictedExpression, RequestBuildError> {
-    for (name, value) in claims {
-        check_nesting(name, value, 1)?;
-    }
     let mut fields = Vec::new();
-    let mut push = |name: &String, value: &Value| -> Result<(), RequestBuildError> {
-        if let Some(expr) = claim_value(name, value, 1)? {
+    for (name, value) in claims {
+        let wanted = match read {
+            ClaimsRead::All => true,
+            ClaimsRead::Only(names) => names.contains(name),
+        };
+        if !wanted {
+            check_nesting(name, value, 1)?;
+        } else if let Some(expr) = claim_value(name, value, 1)? {
             fields.push((name.clone(), expr));
-        }
-        Ok(())
-    };
-    match read {
-        ClaimsRead::All => {
-            for (name, value) in claims {
-                push(name, value)?;
-            }
-        }
-        ClaimsRead::Only(names) => {
-            for name in names {
-                if let Some(value) = claims.get(name) {
-                    push(name, value)?;
-                }
-            }
         }
     }
     RestrictedExpression::new_record(fields).map_err(|e| RequestBuildError::Claim {
