@@ -126,6 +126,17 @@ impl ClaimsRead {
     }
 }
 
+/// What any of the given sets reads (nothing, for none).
+impl<'a> FromIterator<&'a ClaimsRead> for ClaimsRead {
+    fn from_iter<I: IntoIterator<Item = &'a ClaimsRead>>(reads: I) -> Self {
+        let mut all = Self::none();
+        for read in reads {
+            all.union(read);
+        }
+        all
+    }
+}
+
 /// The top-level claims `policy` can read.
 ///
 /// Conservative by construction: it looks for the attribute `claims` on *any* expression
@@ -369,6 +380,12 @@ mod tests {
         assert_eq!(read, ClaimsRead::All);
         read.union(&only(&["c"]));
         assert_eq!(read, ClaimsRead::All);
+        let collected: ClaimsRead = [only(&["a"]), only(&["b"])].iter().collect();
+        assert_eq!(collected, only(&["a", "b"]));
+        assert_eq!(
+            std::iter::empty().collect::<ClaimsRead>(),
+            ClaimsRead::none()
+        );
     }
 
     #[test]

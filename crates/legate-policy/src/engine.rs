@@ -294,10 +294,7 @@ impl PolicyEngine {
                 let applicable = scoped
                     .iter()
                     .filter(|(_, scope, _)| scope.applies(trust, &target.name));
-                let mut claims = ClaimsRead::none();
-                for (_, _, read) in applicable.clone() {
-                    claims.union(read);
-                }
+                let claims = applicable.clone().map(|(_, _, read)| read).collect();
                 let set = PolicySet::from_policies(applicable.map(|(p, _, _)| (*p).clone()))
                     .map_err(|e| PolicyLoadError::Slice(e.to_string()))?;
                 slices.push(Slice { set, claims });
@@ -312,10 +309,7 @@ impl PolicyEngine {
             }
         }
 
-        let mut all_claims = ClaimsRead::none();
-        for (_, _, read) in &scoped {
-            all_claims.union(read);
-        }
+        let all_claims = scoped.iter().map(|(_, _, read)| read).collect();
         Ok(Self {
             names,
             ips: IpExprCache::new(),
