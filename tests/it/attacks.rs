@@ -325,7 +325,14 @@ fn payload(token: &str) -> Value {
 
 /// The audit events of one request.
 fn events_where(server: &Server, keep: impl Fn(&AuditEvent) -> bool) -> Vec<AuditEvent> {
-    server.audit.events().into_iter().filter(keep).collect()
+    server
+        .audit
+        .wait_until(crate::harness::AUDIT_WAIT, |events| {
+            events.iter().any(&keep)
+        })
+        .into_iter()
+        .filter(keep)
+        .collect()
 }
 
 /// Presents `case.token` and checks the answer and the audit event. Errors describe

@@ -269,6 +269,53 @@ pub struct Setup {
     pub fetch_limits: Option<legate_trust::FetchLimits>,
     /// `server.trusted_proxies` (CIDRs).
     pub trusted_proxies: Vec<String>,
+    /// TOML appended to the file (e.g. `[state]` or `[audit]` tables).
+    pub extra_toml: String,
+    /// When set, the audit sink blocks while the gate is closed (a stalled disk).
+    pub audit_gate: Option<Arc<AuditGate>>,
+}
+
+/// A valve in front of the in-memory audit sink: while closed, the audit writer
+/// blocks in `record`, as it would on a full pipe or a stalled disk.
+#[derive(Debug, Default)]
+pub struct AuditGate {
+    closed: std::sync::Mutex<bool>,
+    changed: std::sync::Condvar,
+}
+
+impl AuditGate {
+    /// A closed gate.
+    pub fn closed() -> Arc<Self> {
+        let gate = Arc::new(Self::default());
+        *gate.closed.lock().unwrap() = true;
+        gate
+    }
+
+    /// Lets events through.
+    pub fn open(&self) {
+        *self.closed.lock().unwrap() = false;
+        self.changed.notify_all();
+    }
+
+    fn wait_open(&self) {
+        let mut closed = self.closed.lock().unwrap();
+        while *closed {
+            closed = self.changed.wait(closed).unwrap();
+        }
+    }
+}
+
+#[derive(Debug)]
+struct GatedSink {
+    gate: Arc<AuditGate>,
+    inner: MemorySink,
+}
+
+impl legate_server::audit::AuditSink for GatedSink {
+    fn record(&self, event: &AuditEvent) {
+        self.gate.wait_open();
+        self.inner.record(event);
+    }
 }
 
 impl Setup {
@@ -281,6 +328,8 @@ impl Setup {
             warm: true,
             fetch_limits: None,
             trusted_proxies: Vec::new(),
+            extra_toml: String::new(),
+            audit_gate: None,
         }
     }
 }
@@ -317,21 +366,26 @@ pub struct Client {
     http: reqwest::Client,
 }
 
+/// A reqwest client for plain HTTP on loopback with a whole-request `timeout`.
+pub fn plain_http_client(timeout: Duration) -> reqwest::Client {
+    // Plain HTTP on loopback: no roots are needed (and none are trusted).
+    let tls = rustls::ClientConfig::builder_with_provider(Arc::new(
+        rustls::crypto::aws_lc_rs::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .expect("aws-lc-rs supports the default TLS versions")
+    .with_root_certificates(rustls::RootCertStore::empty())
+    .with_no_client_auth();
+    reqwest::Client::builder()
+        .tls_backend_preconfigured(tls)
+        .timeout(timeout)
+        .build()
+        .expect("build reqwest client")
+}
+
 impl Client {
     fn new(url: String) -> Self {
-        // Plain HTTP on loopback: no roots are needed (and none are trusted).
-        let tls = rustls::ClientConfig::builder_with_provider(Arc::new(
-            rustls::crypto::aws_lc_rs::default_provider(),
-        ))
-        .with_safe_default_protocol_versions()
-        .expect("aws-lc-rs supports the default TLS versions")
-        .with_root_certificates(rustls::RootCertStore::empty())
-        .with_no_client_auth();
-        let http = reqwest::Client::builder()
-            .tls_backend_preconfigured(tls)
-            .timeout(Duration::from_secs(20))
-            .build()
-            .expect("build reqwest client");
+        let http = plain_http_client(Duration::from_secs(20));
         Self { url, http }
     }
 
@@ -429,6 +483,9 @@ impl Client {
     }
 }
 
+/// How long to wait for an audit event to arrive from the writer thread.
+pub const AUDIT_WAIT: Duration = Duration::from_secs(10);
+
 /// A running Legate. Stops when dropped.
 #[derive(Debug)]
 pub struct Legate {
@@ -492,6 +549,7 @@ impl Legate {
         for t in &setup.targets {
             toml.push_str(&t.toml());
         }
+        toml.push_str(&setup.extra_toml);
         std::fs::write(dir.path().join("legate.toml"), &toml).expect("write legate.toml");
         let config = legate_server::config::load_str(&toml, "legate.toml", dir.path())
             .unwrap_or_else(|e| panic!("config does not load: {e}\n{toml}"));
@@ -499,7 +557,13 @@ impl Legate {
         let clock = Arc::new(ManualClock::new(SystemClock.now()));
         let audit = Arc::new(MemorySink::default());
         let mut opts = BuildOptions::new(clock.clone());
-        opts.audit = Some(audit.clone());
+        opts.audit = Some(match &setup.audit_gate {
+            Some(gate) => Arc::new(GatedSink {
+                gate: gate.clone(),
+                inner: (*audit).clone(),
+            }),
+            None => audit.clone(),
+        });
         if let Some(limits) = setup.fetch_limits {
             opts.fetch_limits = limits;
         }
@@ -565,7 +629,9 @@ impl Legate {
     pub fn event_by_id(&self, request_id: &str) -> AuditEvent {
         let matching: Vec<AuditEvent> = self
             .audit
-            .events()
+            .wait_until(AUDIT_WAIT, |events| {
+                events.iter().any(|e| e.request_id == request_id)
+            })
             .into_iter()
             .filter(|e| e.request_id == request_id)
             .collect();
@@ -586,7 +652,11 @@ impl Legate {
             .to_owned();
         let matching: Vec<AuditEvent> = self
             .audit
-            .events()
+            .wait_until(AUDIT_WAIT, |events| {
+                events
+                    .iter()
+                    .any(|e| e.issued_jti.as_deref() == Some(jti.as_str()))
+            })
             .into_iter()
             .filter(|e| e.issued_jti.as_deref() == Some(jti.as_str()))
             .collect();

@@ -19,5 +19,6 @@ mod keys;
 mod mock_provider;
 mod proxy;
 mod replay;
+mod robustness;
 mod routing;
 mod wire;

@@ -89,13 +89,49 @@ async fn forwarded_for_from_a_trusted_proxy_names_the_rightmost_untrusted_hop() 
     assert_eq!(event.source_ip, "198.51.100.7");
 }
 
-/// A malformed hop stops the walk at the last address that can be trusted (here
-/// the proxy itself), so garbage cannot be used to reach an entry further left.
+/// Stops the fail-open walk: a malformed hop used to end the walk at the trusted
+/// proxy, so the client looked like the proxy. Here the proxy is inside the allowed
+/// network, so the old code let the exchange through. Now the client address is
+/// unknown, and a request whose applicable policies read `context.source_ip` is
+/// refused rather than evaluated (Cedar would skip the erring `forbid`).
 #[tokio::test]
-async fn malformed_forwarded_for_entry_stops_at_the_last_trusted_address() {
+async fn malformed_forwarded_for_entry_makes_the_client_unknown() {
     let f = start(&["127.0.0.1/32"]).await;
-    let (reply, event) = exchange_forwarded_for(&f, "10.1.2.3, not-an-address").await;
-    f.legate
-        .assert_rejected(reply.status, &reply.json, "forbidden");
-    assert_eq!(event.source_ip, "127.0.0.1");
+    for xff in ["10.1.2.3, not-an-address", "10.1.2.3, ", "unknown"] {
+        let (reply, event) = exchange_forwarded_for(&f, xff).await;
+        f.legate
+            .assert_rejected(reply.status, &reply.json, "client_address_unknown");
+        assert_eq!(event.source_ip, "unknown", "{xff}: {event:#?}");
+    }
+}
+
+/// Stops the one-byte bypass: a non-ASCII byte made the whole header unreadable and
+/// the client looked like the proxy. Entries are read as bytes, one by one: a bad
+/// entry left of the real client is never reached.
+#[tokio::test]
+async fn a_non_ascii_byte_in_forwarded_for_does_not_hide_the_client() {
+    let f = start(&["127.0.0.1/32"]).await;
+    let token = f.token(&json!({}));
+    let mut headers = reqwest::header::HeaderMap::new();
+    headers.insert(
+        "x-forwarded-for",
+        reqwest::header::HeaderValue::from_bytes(b"caf\xc3\xa9, 198.51.100.7").unwrap(),
+    );
+    let reply = crate::harness::plain_http_client(std::time::Duration::from_secs(20))
+        .post(format!("{}/token", f.legate.url))
+        .headers(headers)
+        .form(&[
+            ("grant_type", GRANT_TYPE),
+            ("subject_token", token.as_str()),
+            ("subject_token_type", TOKEN_TYPE_JWT),
+            ("audience", TARGET),
+        ])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(reply.status(), 400);
+    let body: serde_json::Value = reply.json().await.unwrap();
+    let event = f.legate.event_of(&body);
+    assert_eq!(event.reason, "forbidden", "{event:#?}");
+    assert_eq!(event.source_ip, "198.51.100.7");
 }

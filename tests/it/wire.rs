@@ -286,7 +286,10 @@ async fn audit_log_never_contains_the_subject_token_or_the_minted_token() {
     assert_eq!(reply.status, 400);
     secrets.push(stray);
 
-    let events = f.legate.audit.events();
+    let events = f
+        .legate
+        .audit
+        .wait_until(crate::harness::AUDIT_WAIT, |events| events.len() >= 7);
     assert_eq!(events.len(), 7, "one event per request");
     let log: String = events
         .iter()

@@ -107,11 +107,16 @@ impl RequestError {
     }
 }
 
+/// The most distinct unknown parameters a request may carry.
+pub const MAX_UNKNOWN_PARAMS: usize = 16;
+
 impl TokenExchangeRequest {
     /// Builds a request from decoded `application/x-www-form-urlencoded` pairs.
     ///
-    /// RFC 6749 §3.2: parameters sent more than once are an error; unknown parameters
-    /// are ignored.
+    /// RFC 6749 §3.2: "Request and response parameters MUST NOT be included more than
+    /// once" — this holds for every parameter, including ones Legate does not know,
+    /// which are otherwise ignored. At most [`MAX_UNKNOWN_PARAMS`] distinct unknown
+    /// parameters are accepted, so the bookkeeping is bounded.
     pub fn from_form<'a>(
         pairs: impl IntoIterator<Item = (Cow<'a, str>, Cow<'a, str>)>,
     ) -> Result<Self, RequestError> {
@@ -125,6 +130,7 @@ impl TokenExchangeRequest {
         let mut requested_token_type = None;
         let mut seen_actor = false;
         let mut seen_actor_type = false;
+        let mut unknown: Vec<Cow<'a, str>> = Vec::new();
         for (name, value) in pairs {
             let slot = match name.as_ref() {
                 "grant_type" => &mut grant_type,
@@ -142,15 +148,36 @@ impl TokenExchangeRequest {
                 "scope" => {
                     return Err(RequestError::new(InvalidScope, "`scope` is not supported"));
                 }
-                "actor_token" => {
-                    seen_actor = true;
+                "actor_token" | "actor_token_type" => {
+                    let seen = if name == "actor_token" {
+                        &mut seen_actor
+                    } else {
+                        &mut seen_actor_type
+                    };
+                    if std::mem::replace(seen, true) {
+                        return Err(RequestError::new(
+                            InvalidRequest,
+                            "an actor parameter is repeated",
+                        ));
+                    }
                     continue;
                 }
-                "actor_token_type" => {
-                    seen_actor_type = true;
+                _ => {
+                    if unknown.contains(&name) {
+                        return Err(RequestError::new(
+                            InvalidRequest,
+                            "a request parameter is repeated",
+                        ));
+                    }
+                    if unknown.len() >= MAX_UNKNOWN_PARAMS {
+                        return Err(RequestError::new(
+                            InvalidRequest,
+                            "too many unknown request parameters",
+                        ));
+                    }
+                    unknown.push(name);
                     continue;
                 }
-                _ => continue,
             };
             if slot.is_some() {
                 let msg = match name.as_ref() {
@@ -305,6 +332,29 @@ mod tests {
         assert_eq!(r.audience, "deploy-api");
         assert_eq!(r.requested_lifetime, Some(300));
         assert_eq!(r.subject_token.expose(), "a.b.c");
+    }
+
+    /// Stops parameter smuggling past RFC 6749 §3.2: a repeated parameter Legate does
+    /// not read today (one a later version or a proxy might read) is refused too, so
+    /// two parsers can never disagree on which copy counts.
+    #[test]
+    fn repeated_unknown_parameters_are_rejected() {
+        let mut pairs = OK.to_vec();
+        pairs.push(("client_id", "a"));
+        pairs.push(("client_id", "b"));
+        let err = form(&pairs).unwrap_err();
+        assert_eq!(err.code, OAuthErrorCode::InvalidRequest);
+        assert_eq!(err.description, "a request parameter is repeated");
+        let mut pairs = OK.to_vec();
+        for i in 0..=MAX_UNKNOWN_PARAMS {
+            let name: &'static str = Box::leak(format!("x{i}").into_boxed_str());
+            pairs.push((name, "v"));
+        }
+        let err = form(&pairs).unwrap_err();
+        assert_eq!(err.description, "too many unknown request parameters");
+        let mut pairs = OK.to_vec();
+        pairs.push(("client_id", "a"));
+        assert!(form(&pairs).is_ok(), "one unknown parameter is ignored");
     }
 
     #[test]

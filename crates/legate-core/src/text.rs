@@ -9,9 +9,16 @@ pub const MAX_ECHO_CHARS: usize = 64;
 ///
 /// SECURITY: a `kid` such as `"x\r\n{\"decision\":\"allow\"}"` must not forge an audit line.
 pub fn escape_untrusted(input: &str) -> String {
-    let mut out = String::with_capacity(input.len().min(MAX_ECHO_CHARS) + 8);
+    escape_untrusted_within(input, MAX_ECHO_CHARS)
+}
+
+/// [`escape_untrusted`] with another bound: at most `max_chars` characters of input.
+/// For verified values that identify someone (a subject), pass a bound no smaller than
+/// the value can be (the token size cap), so two values never log alike.
+pub fn escape_untrusted_within(input: &str, max_chars: usize) -> String {
+    let mut out = String::with_capacity(input.len().min(max_chars) + 8);
     let mut chars = input.chars();
-    for c in chars.by_ref().take(MAX_ECHO_CHARS) {
+    for c in chars.by_ref().take(max_chars) {
         if (c.is_ascii_graphic() && c != '\\' && c != '"') || c == ' ' {
             out.push(c);
         } else {
@@ -40,6 +47,17 @@ mod tests {
         let s = escape_untrusted(&"a".repeat(4096));
         assert_eq!(s.chars().count(), MAX_ECHO_CHARS + 1);
         assert!(s.ends_with('…'));
+    }
+
+    /// Stops audit confusion: two subjects that share their first 64 characters used to
+    /// log identically.
+    #[test]
+    fn long_subjects_stay_distinct_within_the_token_bound() {
+        let prefix = "repo:acme/".to_owned() + &"x".repeat(100);
+        let a = escape_untrusted_within(&(prefix.clone() + ":ref:refs/heads/main"), 20_000);
+        let b = escape_untrusted_within(&(prefix + ":ref:refs/heads/evil"), 20_000);
+        assert_ne!(a, b);
+        assert!(!a.ends_with('…'));
     }
 
     #[test]

@@ -171,9 +171,10 @@ fn bench_evaluate(c: &mut Criterion) {
             subject: "repo:octo-org/deploy:ref:refs/heads/main",
             claims: &claims,
             target,
-            source_ip: std::net::IpAddr::from([203, 0, 113, 10]),
+            source_ip: Some(std::net::IpAddr::from([203, 0, 113, 10])),
             now: 1_767_225_600,
             requested_lifetime: 900,
+            issued_lifetime: 900,
         };
         let decision = engine.evaluate(&req);
         assert_eq!(decision.allowed, name != "empty", "{name}: {decision:?}");

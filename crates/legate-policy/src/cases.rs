@@ -47,6 +47,9 @@ pub struct PolicyCase {
     pub now: i64,
     #[serde(default = "default_lifetime")]
     pub requested_lifetime: u64,
+    /// What Legate would issue; `requested_lifetime` when absent.
+    #[serde(default)]
+    pub issued_lifetime: Option<u64>,
     pub expect: Expectation,
     /// When present, exactly the determining policies (any order).
     #[serde(default)]
@@ -165,9 +168,10 @@ pub fn run_case(engine: &PolicyEngine, case: &PolicyCase) -> Result<Decision, Ca
         subject: &case.subject,
         claims: &case.claims,
         target: &case.target,
-        source_ip: case.source_ip,
+        source_ip: Some(case.source_ip),
         now: case.now,
         requested_lifetime: case.requested_lifetime,
+        issued_lifetime: case.issued_lifetime.unwrap_or(case.requested_lifetime),
     });
     let mut problems = Vec::new();
     let expected_allow = case.expect == Expectation::Allow;

@@ -198,6 +198,57 @@ pub(crate) fn claims_read(policy: &Policy) -> ClaimsRead {
     }
 }
 
+/// Whether `policy` can read `context.source_ip`.
+///
+/// Conservative by construction: every use of the variable `context` must be the left
+/// side of an attribute access or `has` test of *another* context attribute for the
+/// answer to be `false`; `context` used whole (or a policy that cannot be rendered as
+/// JSON) counts as reading it. The server refuses an exchange whose client address is
+/// unknown when any policy that can apply reads it, because Cedar skips a policy that
+/// errs, which would silently drop an IP guardrail written as a `forbid`.
+pub(crate) fn reads_source_ip(policy: &Policy) -> bool {
+    let Ok(est) = policy.to_json() else {
+        return true;
+    };
+    let (mut context_vars, mut other_attrs) = (0usize, 0usize);
+    let mut stack = vec![&est];
+    while let Some(value) = stack.pop() {
+        match value {
+            Value::Object(members) => {
+                if members.get("Var").and_then(Value::as_str) == Some("context") {
+                    context_vars += 1;
+                }
+                for op in ["has", "."] {
+                    let Some(node) = members.get(op) else {
+                        continue;
+                    };
+                    let left_is_context = node
+                        .get("left")
+                        .and_then(|left| left.get("Var"))
+                        .and_then(Value::as_str)
+                        == Some("context");
+                    if !left_is_context {
+                        continue;
+                    }
+                    let attr = match node.get("attr") {
+                        Some(Value::String(attr)) => Some(attr.as_str()),
+                        Some(Value::Array(attrs)) => attrs.first().and_then(Value::as_str),
+                        _ => None,
+                    };
+                    match attr {
+                        Some(attr) if attr != "source_ip" => other_attrs += 1,
+                        _ => return true,
+                    }
+                }
+                stack.extend(members.values());
+            }
+            Value::Array(items) => stack.extend(items),
+            _ => {}
+        }
+    }
+    context_vars != other_attrs
+}
+
 /// For a `has` / `.` node `{"left": E, "attr": a}` where `E` is `principal.claims.p...`,
 /// the path below `principal.claims`: `[p..., a]`. (`e has a.b` gives `"attr": ["a", "b"]`.)
 fn access_path(node: &Value) -> Option<Vec<&str>> {
@@ -369,6 +420,25 @@ mod tests {
         ] {
             assert_eq!(read(condition), ClaimsRead::All, "{condition}");
         }
+    }
+
+    fn reads_ip(condition: &str) -> bool {
+        let policy: Policy = format!("permit(principal, action, resource) when {{ {condition} }};")
+            .parse()
+            .unwrap();
+        reads_source_ip(&policy)
+    }
+
+    #[test]
+    fn source_ip_reads_are_found_and_other_context_reads_are_not() {
+        assert!(reads_ip(r#"context.source_ip.isInRange(ip("10.0.0.0/8"))"#));
+        assert!(reads_ip("context has source_ip"));
+        assert!(reads_ip(r#"context["source_ip"].isLoopback()"#));
+        // `context` used whole could reach it.
+        assert!(reads_ip("context == context"));
+        assert!(!reads_ip("context.requested_lifetime > 60"));
+        assert!(!reads_ip("context.utc_hour < 9 && context has has_actor"));
+        assert!(!reads_ip("true"));
     }
 
     #[test]

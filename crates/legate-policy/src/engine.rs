@@ -40,12 +40,18 @@ pub struct PolicyRequest<'a> {
     pub claims: &'a serde_json::Map<String, serde_json::Value>,
     /// The target name (one passed at load).
     pub target: &'a str,
-    /// The client's address.
-    pub source_ip: IpAddr,
+    /// The client's address; `None` when it is unknown (a malformed `X-Forwarded-For`
+    /// from a trusted proxy). An unknown address denies the request whenever a policy
+    /// that can apply reads `context.source_ip`
+    /// ([`DecisionReason::ClientAddressUnknown`]); otherwise it is left out of the context.
+    pub source_ip: Option<IpAddr>,
     /// Unix seconds.
     pub now: i64,
-    /// Seconds.
+    /// Seconds, as the client asked (the target's default when it asked for none).
     pub requested_lifetime: u64,
+    /// Seconds: the lifetime Legate would issue (after the target's cap and the
+    /// subject token's own expiry).
+    pub issued_lifetime: u64,
 }
 
 /// The outcome of [`PolicyEngine::evaluate`].
@@ -81,6 +87,10 @@ pub enum DecisionReason {
     UnknownTrust,
     /// The request could not be mapped onto Cedar (e.g. a claim nests too deeply).
     RequestBuildFailed,
+    /// The client address is unknown and a policy that can apply reads
+    /// `context.source_ip`: evaluating would make that policy err, and Cedar skips a
+    /// policy that errs, silently dropping an IP guardrail.
+    ClientAddressUnknown,
 }
 
 /// The loaded, validated and sliced policies. `Send + Sync`; share it in an `Arc`.
@@ -93,6 +103,9 @@ pub struct PolicyEngine {
     /// Every policy, and the claims they read: the reference for slicing, and for
     /// [`PolicyEngine::evaluate_unsliced`].
     all: Slice,
+    /// The same policies with every claim converted, for
+    /// [`PolicyEngine::evaluate_reference`].
+    reference: Slice,
     /// Policy id → file name.
     files: BTreeMap<String, String>,
     warnings: Vec<String>,
@@ -120,6 +133,8 @@ struct TargetSlot {
 struct Slice {
     set: PolicySet,
     claims: ClaimsRead,
+    /// Whether any of these policies can read `context.source_ip`.
+    reads_source_ip: bool,
 }
 
 impl DecisionReason {
@@ -133,6 +148,7 @@ impl DecisionReason {
             Self::UnknownTarget => "unknown_target",
             Self::UnknownTrust => "unknown_trust",
             Self::RequestBuildFailed => "request_build_failed",
+            Self::ClientAddressUnknown => "client_address_unknown",
         }
     }
 }
@@ -195,17 +211,14 @@ impl PolicyEngine {
 
     /// Decides `req`, evaluating only the policies that can apply to its (trust, target).
     pub fn evaluate(&self, req: &PolicyRequest<'_>) -> Decision {
-        self.evaluate_with(req, |target, trust| {
-            let slice = target.slices.get(trust.index)?;
-            Some((&slice.set, &slice.claims))
-        })
+        self.evaluate_with(req, |target, trust| target.slices.get(trust.index))
     }
 
     /// Decides `req` against every policy, without slicing. For tests and benchmarks:
     /// the decision is always the same as [`evaluate`](Self::evaluate)'s.
     #[doc(hidden)]
     pub fn evaluate_unsliced(&self, req: &PolicyRequest<'_>) -> Decision {
-        self.evaluate_with(req, |_, _| Some((&self.all.set, &self.all.claims)))
+        self.evaluate_with(req, |_, _| Some(&self.all))
     }
 
     /// Decides `req` against every policy with every claim converted: Cedar over the
@@ -213,7 +226,7 @@ impl PolicyEngine {
     /// the decision is always the same as [`evaluate`](Self::evaluate)'s.
     #[doc(hidden)]
     pub fn evaluate_reference(&self, req: &PolicyRequest<'_>) -> Decision {
-        self.evaluate_with(req, |_, _| Some((&self.all.set, &ClaimsRead::All)))
+        self.evaluate_with(req, |_, _| Some(&self.reference))
     }
 
     /// The number of policies.
@@ -271,13 +284,20 @@ impl PolicyEngine {
             }
         }
 
-        let scoped: Vec<(&Policy, PolicyScope, ClaimsRead)> = parsed
+        let scoped: Vec<(&Policy, PolicyScope, ClaimsRead, bool)> = parsed
             .set
             .policies()
-            .map(|p| (p, PolicyScope::of(p, &names), claim_refs::claims_read(p)))
+            .map(|p| {
+                (
+                    p,
+                    PolicyScope::of(p, &names),
+                    claim_refs::claims_read(p),
+                    claim_refs::reads_source_ip(p),
+                )
+            })
             .collect();
         let target_names: HashSet<&str> = targets.iter().map(|t| t.name.as_str()).collect();
-        for (policy, scope, _) in &scoped {
+        for (policy, scope, _, _) in &scoped {
             warnings.extend(scope_warning(policy, scope, &trust_slots, &target_names));
         }
 
@@ -293,11 +313,16 @@ impl PolicyEngine {
             for trust in trusts {
                 let applicable = scoped
                     .iter()
-                    .filter(|(_, scope, _)| scope.applies(trust, &target.name));
-                let claims = applicable.clone().map(|(_, _, read)| read).collect();
-                let set = PolicySet::from_policies(applicable.map(|(p, _, _)| (*p).clone()))
+                    .filter(|(_, scope, _, _)| scope.applies(trust, &target.name));
+                let claims = applicable.clone().map(|(_, _, read, _)| read).collect();
+                let reads_source_ip = applicable.clone().any(|(_, _, _, ip)| *ip);
+                let set = PolicySet::from_policies(applicable.map(|(p, _, _, _)| (*p).clone()))
                     .map_err(|e| PolicyLoadError::Slice(e.to_string()))?;
-                slices.push(Slice { set, claims });
+                slices.push(Slice {
+                    set,
+                    claims,
+                    reads_source_ip,
+                });
             }
             let slot = TargetSlot {
                 uid: names.target_uid(&target.name),
@@ -309,16 +334,23 @@ impl PolicyEngine {
             }
         }
 
-        let all_claims = scoped.iter().map(|(_, _, read)| read).collect();
+        let all_claims = scoped.iter().map(|(_, _, read, _)| read).collect();
+        let all_reads_ip = scoped.iter().any(|(_, _, _, ip)| *ip);
         Ok(Self {
             names,
             ips: IpExprCache::new(),
             authorizer: Authorizer::new(),
             trusts: trust_slots,
             targets: target_slots,
+            reference: Slice {
+                set: parsed.set.clone(),
+                claims: ClaimsRead::All,
+                reads_source_ip: all_reads_ip,
+            },
             all: Slice {
                 set: parsed.set,
                 claims: all_claims,
+                reads_source_ip: all_reads_ip,
             },
             files: parsed.files,
             warnings,
@@ -328,7 +360,7 @@ impl PolicyEngine {
     fn evaluate_with<'s>(
         &'s self,
         req: &PolicyRequest<'_>,
-        pick: impl FnOnce(&'s TargetSlot, &'s TrustSlot) -> Option<(&'s PolicySet, &'s ClaimsRead)>,
+        pick: impl FnOnce(&'s TargetSlot, &'s TrustSlot) -> Option<&'s Slice>,
     ) -> Decision {
         let Some(target) = self.targets.get(req.target) else {
             return Decision::deny(DecisionReason::UnknownTarget);
@@ -336,9 +368,22 @@ impl PolicyEngine {
         let Some(trust) = self.trusts.get(req.trust) else {
             return Decision::deny(DecisionReason::UnknownTrust);
         };
-        let Some((policies, claims_read)) = pick(target, trust) else {
+        let Some(slice) = pick(target, trust) else {
             return Decision::deny(DecisionReason::UnknownTrust);
         };
+        // SECURITY: an unknown client address never reaches Cedar when a policy can read
+        // it: that policy would err and be skipped, and a skipped `forbid` is a guardrail
+        // gone. Fail closed instead.
+        if req.source_ip.is_none() && slice.reads_source_ip {
+            return Decision {
+                errors: vec![
+                    "the client address is unknown and a policy reads `context.source_ip`"
+                        .to_owned(),
+                ],
+                ..Decision::deny(DecisionReason::ClientAddressUnknown)
+            };
+        }
+        let (policies, claims_read) = (&slice.set, &slice.claims);
         let fixed = Fixed {
             issuer_uid: &trust.uid,
             issuer: &trust.entity,
@@ -496,9 +541,10 @@ mod tests {
             subject: "s0",
             claims,
             target: "x0",
-            source_ip: "192.0.2.1".parse().unwrap(),
+            source_ip: Some("192.0.2.1".parse().unwrap()),
             now: 1_767_225_600,
             requested_lifetime: 60,
+            issued_lifetime: 60,
         }
     }
 
@@ -506,6 +552,51 @@ mod tests {
     fn engine_is_send_and_sync() {
         fn assert_send_sync<T: Send + Sync>() {}
         assert_send_sync::<PolicyEngine>();
+    }
+
+    /// Stops an IP guardrail from vanishing: with the client address unknown (a
+    /// malformed `X-Forwarded-For`), a `forbid` on `context.source_ip` would err, Cedar
+    /// would skip it, and the permit would allow. The request is refused instead.
+    #[test]
+    fn unknown_client_address_is_refused_when_a_policy_reads_it() {
+        let engine = engine(
+            r#"@id("allow") permit(principal, action, resource);
+               @id("internal-only") forbid(principal, action, resource == Legate::Target::"x0")
+               unless { context.source_ip.isInRange(ip("10.0.0.0/8")) };"#,
+        );
+        let claims = claims(json!({}));
+        let mut req = request(&claims);
+        req.source_ip = None;
+        let decision = engine.evaluate(&req);
+        assert!(!decision.allowed);
+        assert_eq!(decision.reason, DecisionReason::ClientAddressUnknown);
+        // A target no IP policy applies to is decided without the address.
+        req.target = "x1";
+        let decision = engine.evaluate(&req);
+        assert!(decision.allowed, "{decision:?}");
+        // With the address known, the guardrail works as written.
+        req.target = "x0";
+        req.source_ip = Some("10.1.2.3".parse().unwrap());
+        assert!(engine.evaluate(&req).allowed);
+        req.source_ip = Some("203.0.113.9".parse().unwrap());
+        assert_eq!(
+            engine.evaluate(&req).reason,
+            DecisionReason::ForbiddenByPolicy
+        );
+    }
+
+    #[test]
+    fn policies_see_the_issued_lifetime() {
+        let engine = engine(
+            r#"@id("allow") permit(principal, action, resource) when { context.issued_lifetime <= 300 };"#,
+        );
+        let claims = claims(json!({}));
+        let mut req = request(&claims);
+        req.requested_lifetime = 3600;
+        req.issued_lifetime = 300;
+        assert!(engine.evaluate(&req).allowed);
+        req.issued_lifetime = 301;
+        assert!(!engine.evaluate(&req).allowed);
     }
 
     #[test]
@@ -657,7 +748,7 @@ mod tests {
             issuer: "https://t1.invalid",
             subject: "a|b",
             target: "x1",
-            source_ip: "2001:db8::1".parse().unwrap(),
+            source_ip: Some("2001:db8::1".parse().unwrap()),
             now: 1_767_274_200,
             ..request(&claims)
         };
@@ -799,7 +890,7 @@ mod tests {
         subject: &'static str,
         target: &'static str,
         claims: Map<String, Value>,
-        source_ip: IpAddr,
+        source_ip: Option<IpAddr>,
         now: i64,
         requested_lifetime: u64,
     }
@@ -815,6 +906,7 @@ mod tests {
                 source_ip: self.source_ip,
                 now: self.now,
                 requested_lifetime: self.requested_lifetime,
+                issued_lifetime: self.requested_lifetime,
             }
         }
     }
@@ -896,7 +988,7 @@ mod tests {
                         subject,
                         target,
                         claims,
-                        source_ip: ip.parse().unwrap(),
+                        source_ip: ip.parse().ok(),
                         now,
                         requested_lifetime: lifetime,
                     }

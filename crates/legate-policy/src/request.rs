@@ -211,8 +211,8 @@ pub(crate) fn build(
     Ok((request, entities))
 }
 
-/// The request context: `source_ip`, `request_time`, `utc_hour`, `utc_weekday`
-/// (0 = Monday), `requested_lifetime`, `has_actor`.
+/// The request context: `source_ip` (left out when unknown), `request_time`, `utc_hour`,
+/// `utc_weekday` (0 = Monday), `requested_lifetime`, `issued_lifetime`, `has_actor`.
 fn context(req: &PolicyRequest<'_>, ips: &IpExprCache) -> Result<Context, RequestBuildError> {
     const DAY: i64 = 86_400;
     let lifetime = i64::try_from(req.requested_lifetime)
@@ -220,8 +220,12 @@ fn context(req: &PolicyRequest<'_>, ips: &IpExprCache) -> Result<Context, Reques
     let utc_hour = req.now.rem_euclid(DAY) / 3_600;
     // 1970-01-01 was a Thursday (3 when Monday is 0).
     let utc_weekday = (req.now.div_euclid(DAY) + 3).rem_euclid(7);
-    Context::from_pairs([
-        ("source_ip".to_owned(), ips.get(req.source_ip)),
+    let issued = i64::try_from(req.issued_lifetime)
+        .map_err(|_| RequestBuildError::Lifetime(req.issued_lifetime))?;
+    let source_ip = req
+        .source_ip
+        .map(|ip| ("source_ip".to_owned(), ips.get(ip)));
+    Context::from_pairs(source_ip.into_iter().chain([
         (
             "request_time".to_owned(),
             RestrictedExpression::new_long(req.now),
@@ -239,10 +243,14 @@ fn context(req: &PolicyRequest<'_>, ips: &IpExprCache) -> Result<Context, Reques
             RestrictedExpression::new_long(lifetime),
         ),
         (
+            "issued_lifetime".to_owned(),
+            RestrictedExpression::new_long(issued),
+        ),
+        (
             "has_actor".to_owned(),
             RestrictedExpression::new_bool(false),
         ),
-    ])
+    ]))
     .map_err(|e| RequestBuildError::Context(e.to_string()))
 }
 
@@ -491,10 +499,11 @@ mod tests {
             subject: "s",
             claims: &claims,
             target: "x",
-            source_ip: "192.0.2.1".parse().unwrap(),
+            source_ip: Some("192.0.2.1".parse().unwrap()),
             // 2026-01-01T13:30:00Z, a Thursday.
             now: 1_767_274_200,
             requested_lifetime: 60,
+            issued_lifetime: 60,
         };
         let get = |ctx: &Context, k: &str| ctx.get(k).unwrap().to_string();
         let ips = IpExprCache::new();

@@ -9,12 +9,12 @@ use legate_core::jwk::KeySet;
 use legate_core::{Clock, VerifyRules};
 use legate_issuer::{Issuer, KeyRing, SigningKey};
 use legate_policy::{PolicyEngine, TargetInfo};
-use legate_state::{ReplayCache, ReplayMode};
+use legate_state::{ReplayCache, ReplayLimits, ReplayMode};
 use legate_sts::{CredentialProvider, JwtProvider, Target, TargetKind};
 use legate_trust::{FetchLimits, KeySource, TrustConfig, TrustStore};
 
-use crate::audit::{AuditSink, JsonLinesSink};
-use crate::config::{AuditConfig, Config, PolicySource, TrustKeys};
+use crate::audit::{AuditLog, AuditSink, JsonLinesSink};
+use crate::config::{AuditSinkConfig, Config, PolicySource, TrustKeys};
 use crate::dev::DemoIssuer;
 
 /// Why the server could not start. Each names the file or setting at fault.
@@ -117,7 +117,7 @@ pub(crate) struct Inner {
     pub(crate) discovery_json: String,
     pub(crate) jwks_json: String,
     pub(crate) replay: ReplayCache,
-    pub(crate) audit: Arc<dyn AuditSink>,
+    pub(crate) audit: AuditLog,
     pub(crate) trusted_proxies: Vec<IpNet>,
     pub(crate) demo: Option<DemoIssuer>,
     pub(crate) listen: std::net::SocketAddr,
@@ -204,12 +204,12 @@ impl AppState {
             tracing::warn!(warning = %w, "policy");
         }
 
-        let audit: Arc<dyn AuditSink> = match (opts.audit, &config.audit) {
+        let sink: Arc<dyn AuditSink> = match (opts.audit, &config.audit.sink) {
             (Some(sink), _) => sink,
-            (None, AuditConfig::Stdout) => {
+            (None, AuditSinkConfig::Stdout) => {
                 Arc::new(JsonLinesSink::new(Box::new(std::io::stdout())))
             }
-            (None, AuditConfig::File(path)) => {
+            (None, AuditSinkConfig::File(path)) => {
                 let file = std::fs::OpenOptions::new()
                     .create(true)
                     .append(true)
@@ -220,6 +220,26 @@ impl AppState {
                     })?;
                 Arc::new(JsonLinesSink::new(Box::new(file)))
             }
+        };
+        let audit = AuditLog::start(sink, config.audit.queue_capacity).map_err(|source| {
+            StartupError::Audit {
+                path: "<audit writer thread>".into(),
+                source,
+            }
+        })?;
+        let single_use = config
+            .trusts
+            .iter()
+            .filter(|t| t.replay == ReplayMode::SingleUse)
+            .count()
+            + usize::from(demo.is_some());
+        let replay_limits = ReplayLimits {
+            capacity: config.state.replay_capacity,
+            per_trust_capacity: config
+                .state
+                .replay_capacity_per_trust
+                .unwrap_or(config.state.replay_capacity / single_use.max(1))
+                .max(1),
         };
 
         let mut providers: HashMap<TargetKind, Arc<dyn CredentialProvider>> = HashMap::new();
@@ -239,7 +259,7 @@ impl AppState {
                 providers,
                 discovery_json: issuer.discovery_document().to_string(),
                 jwks_json: issuer.jwks().to_string(),
-                replay: ReplayCache::memory(config.state.replay_capacity),
+                replay: ReplayCache::memory(replay_limits),
                 audit,
                 trusted_proxies: config.server.trusted_proxies.clone(),
                 demo,
@@ -272,6 +292,11 @@ impl AppState {
     /// The demo issuer's URL, in development mode.
     pub fn demo_issuer(&self) -> Option<&str> {
         self.inner.demo.as_ref().map(DemoIssuer::url)
+    }
+
+    /// The audit log (queue depth and counters; tests wait on it).
+    pub fn audit(&self) -> &AuditLog {
+        &self.inner.audit
     }
 
     /// The number of loaded policies.

@@ -161,11 +161,23 @@ pub enum PolicySource {
 pub struct StateConfig {
     /// Live entries the in-memory replay cache may hold.
     pub replay_capacity: usize,
+    /// Live entries one trust may hold; by default an equal share of
+    /// `replay_capacity` per single-use trust.
+    pub replay_capacity_per_trust: Option<usize>,
 }
 
 /// `[audit]`.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum AuditConfig {
+pub struct AuditConfig {
+    /// Where events go.
+    pub sink: AuditSinkConfig,
+    /// Events the queue in front of the writer holds.
+    pub queue_capacity: usize,
+}
+
+/// Where audit events go.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AuditSinkConfig {
     /// JSON lines on standard output.
     Stdout,
     /// JSON lines appended to a file.
@@ -321,7 +333,9 @@ struct RawState {
     #[serde(default = "default_backend")]
     backend: Spanned<String>,
     #[serde(default = "default_replay_capacity")]
-    replay_capacity: usize,
+    replay_capacity: Spanned<usize>,
+    #[serde(default)]
+    replay_capacity_per_trust: Option<Spanned<usize>>,
 }
 
 impl Default for RawState {
@@ -329,6 +343,7 @@ impl Default for RawState {
         Self {
             backend: default_backend(),
             replay_capacity: default_replay_capacity(),
+            replay_capacity_per_trust: None,
         }
     }
 }
@@ -336,14 +351,15 @@ impl Default for RawState {
 fn default_backend() -> Spanned<String> {
     Spanned::new(0..0, "memory".to_owned())
 }
-const fn default_replay_capacity() -> usize {
-    1_000_000
+fn default_replay_capacity() -> Spanned<usize> {
+    Spanned::new(0..0, 1_000_000)
 }
 
 #[derive(Debug, Deserialize, Default)]
 #[serde(deny_unknown_fields)]
 struct RawAudit {
     path: Option<String>,
+    queue_capacity: Option<Spanned<usize>>,
 }
 
 // ---- loading -------------------------------------------------------------------------
@@ -496,9 +512,44 @@ impl Checker<'_> {
                 ),
             ));
         }
-        let audit = match raw.audit.path.as_deref() {
-            None | Some("-") => AuditConfig::Stdout,
-            Some(p) => AuditConfig::File(self.path(Path::new(p))),
+        let sink = match raw.audit.path.as_deref() {
+            None | Some("-") => AuditSinkConfig::Stdout,
+            Some(p) => AuditSinkConfig::File(self.path(Path::new(p))),
+        };
+        let queue_capacity = match raw.audit.queue_capacity {
+            None => crate::audit::DEFAULT_QUEUE_CAPACITY,
+            Some(q) if (1..=1_000_000).contains(q.get_ref()) => *q.get_ref(),
+            Some(q) => {
+                return Err(self.err(
+                    q.span(),
+                    "audit.queue_capacity",
+                    "must be between 1 and 1000000",
+                ));
+            }
+        };
+        let audit = AuditConfig {
+            sink,
+            queue_capacity,
+        };
+        let replay_capacity = *raw.state.replay_capacity.get_ref();
+        if replay_capacity == 0 {
+            // A zero-capacity cache would refuse every single-use exchange.
+            return Err(self.err(
+                raw.state.replay_capacity.span(),
+                "state.replay_capacity",
+                "must be at least 1",
+            ));
+        }
+        let replay_capacity_per_trust = match raw.state.replay_capacity_per_trust {
+            None => None,
+            Some(n) if (1..=replay_capacity).contains(n.get_ref()) => Some(*n.get_ref()),
+            Some(n) => {
+                return Err(self.err(
+                    n.span(),
+                    "state.replay_capacity_per_trust",
+                    format!("must be between 1 and `state.replay_capacity` ({replay_capacity})"),
+                ));
+            }
         };
         Ok(Config {
             base_dir: self.base_dir.to_path_buf(),
@@ -508,7 +559,8 @@ impl Checker<'_> {
             policy,
             targets,
             state: StateConfig {
-                replay_capacity: raw.state.replay_capacity,
+                replay_capacity,
+                replay_capacity_per_trust,
             },
             audit,
         })
@@ -849,6 +901,34 @@ labels = { env = "prod" }
         assert!(e.line.is_some());
         let src = GOOD.replace("name = \"k8s\"", "name = \"github\"");
         assert!(load(&src).unwrap_err().to_string().contains("used twice"));
+    }
+
+    /// Stops a configuration that would refuse every single-use exchange (a replay
+    /// cache that can hold nothing) or starve other trusts.
+    #[test]
+    fn replay_capacity_zero_and_oversized_share_are_refused() {
+        let src = format!("{GOOD}\n[state]\nreplay_capacity = 0\n");
+        let e = load(&src).unwrap_err();
+        assert_eq!(e.key.as_deref(), Some("state.replay_capacity"), "{e}");
+        assert!(e.line.is_some());
+        let src =
+            format!("{GOOD}\n[state]\nreplay_capacity = 10\nreplay_capacity_per_trust = 11\n");
+        let e = load(&src).unwrap_err();
+        assert_eq!(
+            e.key.as_deref(),
+            Some("state.replay_capacity_per_trust"),
+            "{e}"
+        );
+        let src = format!("{GOOD}\n[state]\nreplay_capacity = 10\nreplay_capacity_per_trust = 5\n");
+        assert_eq!(load(&src).unwrap().state.replay_capacity_per_trust, Some(5));
+    }
+
+    #[test]
+    fn audit_queue_capacity_is_bounded() {
+        let src = format!("{GOOD}\n[audit]\nqueue_capacity = 0\n");
+        let e = load(&src).unwrap_err();
+        assert_eq!(e.key.as_deref(), Some("audit.queue_capacity"), "{e}");
+        assert_eq!(load(GOOD).unwrap().audit.queue_capacity, 4_096);
     }
 
     #[test]

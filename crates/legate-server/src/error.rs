@@ -70,6 +70,12 @@ impl IntoResponse for ApiError {
         };
         let mut response = (status, Json(body)).into_response();
         no_store(&mut response);
+        if status == StatusCode::SERVICE_UNAVAILABLE {
+            // RFC 9110 §10.2.3: a hint for clients that retry (`legate exchange` does).
+            response
+                .headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+        }
         response
     }
 }

@@ -1,24 +1,42 @@
 //! `POST /token`: the RFC 8693 token exchange, start to finish.
+//!
+//! The path, in order (each step returns a typed [`Rejection`] or moves on):
+//!
+//! 1. parse the form; find the target;
+//! 2. read the token's shape and claimed issuer, then verify it against that trust;
+//! 3. decide with policy;
+//! 4. (rate limits, when they land);
+//! 5. reserve the request's audit slot — a full audit queue refuses here, 503;
+//! 6. record `(iss, jti)` for single-use trusts;
+//! 7. issue through the target's provider;
+//! 8. write the audit event, derived once from the outcome ([`Facts::into_event`]).
+//!
+//! A refusal at any step before 6 never uses up the `jti`: a token that policy denies,
+//! or that meets a full audit queue, can be presented again once the cause is fixed.
+//!
+//! The exchange runs in its own task: a client that disconnects mid-exchange drops only
+//! the wait for the answer, never the exchange, so its audit event is always written.
 
 use std::net::{IpAddr, SocketAddr};
 
 use axum::Json;
 use axum::body::Bytes;
 use axum::extract::{ConnectInfo, Request, State};
-use axum::http::header;
+use axum::http::{HeaderMap, header};
 use axum::response::{IntoResponse, Response};
 use legate_core::UnverifiedJwt;
 use legate_core::exchange::{
     OAuthErrorCode, TOKEN_TYPE_NOT_APPLICABLE, TokenExchangeRequest, TokenExchangeResponse,
 };
-use legate_core::text::escape_untrusted;
+use legate_core::jws::MAX_TOKEN_BYTES;
+use legate_core::text::{escape_untrusted, escape_untrusted_within};
 use legate_issuer::MINTED_TOKEN_TYPE;
-use legate_policy::PolicyRequest;
-use legate_state::{ReplayMode, ReplayVerdict};
-use legate_sts::{Credential, IssueRequest};
+use legate_policy::{Decision, PolicyRequest};
+use legate_state::{MAX_JTI_BYTES, ReplayMode, ReplayVerdict, StateError};
+use legate_sts::{Credential, IssueRequest, Target};
 
 use crate::app::AppState;
-use crate::audit::{AuditEvent, Outcome};
+use crate::audit::{AuditEvent, AuditSlot, Outcome};
 use crate::error::{ApiError, no_store};
 use crate::net::client_ip;
 
@@ -32,230 +50,372 @@ pub async fn token(State(state): State<AppState>, request: Request) -> Response 
     let peer = request
         .extensions()
         .get::<ConnectInfo<SocketAddr>>()
-        .map_or(IpAddr::from([127, 0, 0, 1]), |c| c.0.ip());
-    let source_ip = client_ip(peer, request.headers(), &state.inner.trusted_proxies);
-    let mut event = AuditEvent {
-        ts: state.inner.clock.now(),
-        event: "token_exchange",
-        request_id: request_id.clone(),
-        decision: Outcome::Error,
-        reason: String::new(),
-        detail: None,
-        trust: None,
-        issuer: None,
-        subject: None,
-        jti: None,
-        target: None,
-        policy_ids: Vec::new(),
-        policy_errors: Vec::new(),
-        source_ip: source_ip.to_string(),
-        lifetime_secs: None,
-        issued_jti: None,
-        subject_token_sha256: None,
-        latency_us: 0,
-    };
-    let result = exchange(&state, request, source_ip, &mut event).await;
-    event.latency_us = u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX);
-    state.inner.audit.record(&event);
-    match result {
-        Ok(body) => {
+        .map(|c| c.0.ip());
+    let task_state = state.clone();
+    let task_id = request_id.clone();
+    // The exchange owns its task: dropping this handler (the client went away) does not
+    // cancel it, so whatever it records or issues is audited.
+    let task = tokio::spawn(async move {
+        let mut facts = Facts::new(task_id, peer, &task_state, request.headers());
+        let result = exchange(&task_state, request, &mut facts).await;
+        let latency = u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX);
+        let now = task_state.inner.clock.now();
+        let (slot, event) = facts.into_event(&result, now, latency);
+        match slot {
+            Some(slot) => slot.record(event),
+            None => task_state.inner.audit.record_refusal(event),
+        }
+        result
+    });
+    match task.await {
+        Ok(Ok(body)) => {
             let mut response = Json(body).into_response();
             no_store(&mut response);
             response
         }
-        Err(e) => e.into_response(),
+        Ok(Err(rejection)) => rejection.api_error(&request_id).into_response(),
+        Err(e) => {
+            tracing::error!(request_id = %request_id, error = %e, "exchange task failed");
+            ApiError::new(OAuthErrorCode::ServerError, "internal error", &request_id)
+                .into_response()
+        }
+    }
+}
+
+/// Why an exchange was refused. Each variant knows its wire answer and its audit
+/// fields; the handler never assembles either by hand.
+#[derive(Debug)]
+pub enum Rejection {
+    /// The TCP peer address is missing (a server wiring fault, never `127.0.0.1`).
+    PeerUnknown,
+    /// A malformed request: the description is safe to show the client.
+    BadRequest {
+        /// The wire code.
+        code: OAuthErrorCode,
+        /// Client-safe text.
+        description: std::borrow::Cow<'static, str>,
+    },
+    /// `audience` names no configured target.
+    UnknownTarget,
+    /// The subject token was refused (shape, issuer, signature, claims, replay…).
+    Token {
+        /// Stable reason code for the audit.
+        reason: &'static str,
+        /// The precise reason in words.
+        detail: String,
+    },
+    /// The issuer's keys cannot be had.
+    KeysUnavailable {
+        /// Stable reason code.
+        reason: &'static str,
+        /// Why.
+        detail: String,
+    },
+    /// Policy said no.
+    Policy(Decision),
+    /// The audit queue is full: nothing may be issued unaudited.
+    AuditQueueFull,
+    /// The replay cache cannot answer (full, or its backend is down).
+    State(StateError),
+    /// The target's provider failed.
+    Issue(String),
+}
+
+impl Rejection {
+    fn outcome(&self) -> Outcome {
+        match self {
+            Self::Token { .. } | Self::Policy(_) => Outcome::Deny,
+            _ => Outcome::Error,
+        }
+    }
+
+    fn reason(&self) -> &str {
+        match self {
+            Self::PeerUnknown => "peer_address_unknown",
+            Self::BadRequest { .. } => "bad_request",
+            Self::UnknownTarget => "unknown_target",
+            Self::Token { reason, .. } | Self::KeysUnavailable { reason, .. } => reason,
+            Self::Policy(decision) => decision.reason.as_str(),
+            Self::AuditQueueFull => "audit_queue_full",
+            Self::State(StateError::TrustFull { .. }) => "replay_cache_trust_full",
+            Self::State(StateError::JtiTooLong { .. }) => "jti_too_long",
+            Self::State(_) => "state_unavailable",
+            Self::Issue(_) => "issue_failed",
+        }
+    }
+
+    fn detail(&self) -> String {
+        match self {
+            Self::PeerUnknown => "the connection has no peer address".to_owned(),
+            Self::BadRequest { description, .. } => description.to_string(),
+            Self::UnknownTarget => "no such target".to_owned(),
+            Self::Token { detail, .. } | Self::KeysUnavailable { detail, .. } => detail.clone(),
+            Self::Policy(_) => "denied by policy".to_owned(),
+            Self::AuditQueueFull => {
+                "the audit queue is full; nothing was recorded or issued".to_owned()
+            }
+            Self::State(e) => e.to_string(),
+            Self::Issue(e) => e.clone(),
+        }
+    }
+
+    /// The answer on the wire. Every refused subject token gets the same one.
+    pub fn api_error(&self, request_id: &str) -> ApiError {
+        use OAuthErrorCode::{InvalidTarget, ServerError, TemporarilyUnavailable};
+        match self {
+            Self::PeerUnknown | Self::Issue(_) => {
+                ApiError::new(ServerError, "internal error", request_id)
+            }
+            Self::BadRequest { code, description } => {
+                ApiError::new(*code, description.clone(), request_id)
+            }
+            Self::UnknownTarget => ApiError::new(InvalidTarget, "unknown audience", request_id),
+            Self::Token { .. } | Self::Policy(_) | Self::State(StateError::JtiTooLong { .. }) => {
+                ApiError::rejected(request_id)
+            }
+            Self::KeysUnavailable { .. } => ApiError::new(
+                TemporarilyUnavailable,
+                "the issuer's keys are unavailable; retry later",
+                request_id,
+            ),
+            Self::AuditQueueFull | Self::State(_) => {
+                ApiError::new(TemporarilyUnavailable, "try again later", request_id)
+            }
+        }
+    }
+}
+
+/// What the exchange has established so far; the audit event is derived from it once.
+#[derive(Debug)]
+struct Facts {
+    request_id: String,
+    source_ip: Option<IpAddr>,
+    peer_known: bool,
+    subject_token_sha256: Option<String>,
+    target: Option<String>,
+    trust: Option<String>,
+    issuer: Option<String>,
+    subject: Option<String>,
+    jti: Option<String>,
+    decision: Option<Decision>,
+    lifetime_secs: Option<u64>,
+    issued_jti: Option<String>,
+    slot: Option<AuditSlot>,
+}
+
+impl Facts {
+    fn new(
+        request_id: String,
+        peer: Option<IpAddr>,
+        state: &AppState,
+        headers: &HeaderMap,
+    ) -> Self {
+        let source_ip =
+            peer.and_then(|peer| client_ip(peer, headers, &state.inner.trusted_proxies));
+        Self {
+            request_id,
+            source_ip,
+            peer_known: peer.is_some(),
+            subject_token_sha256: None,
+            target: None,
+            trust: None,
+            issuer: None,
+            subject: None,
+            jti: None,
+            decision: None,
+            lifetime_secs: None,
+            issued_jti: None,
+            slot: None,
+        }
+    }
+
+    fn into_event(
+        self,
+        result: &Result<TokenExchangeResponse, Rejection>,
+        now: i64,
+        latency_us: u64,
+    ) -> (Option<AuditSlot>, AuditEvent) {
+        let (decision, reason, detail) = match result {
+            Ok(_) => (
+                Outcome::Allow,
+                self.decision
+                    .as_ref()
+                    .map_or("permitted", |d| d.reason.as_str())
+                    .to_owned(),
+                None,
+            ),
+            Err(rejection) => (
+                rejection.outcome(),
+                rejection.reason().to_owned(),
+                Some(rejection.detail()),
+            ),
+        };
+        let (policy_ids, policy_errors) = self
+            .decision
+            .map(|d| (d.policy_ids, d.errors))
+            .unwrap_or_default();
+        let event = AuditEvent {
+            ts: now,
+            event: "token_exchange",
+            request_id: self.request_id,
+            decision,
+            reason,
+            detail,
+            trust: self.trust,
+            issuer: self.issuer,
+            subject: self.subject,
+            jti: self.jti,
+            target: self.target,
+            policy_ids,
+            policy_errors,
+            source_ip: self
+                .source_ip
+                .map_or_else(|| "unknown".to_owned(), |ip| ip.to_string()),
+            lifetime_secs: self.lifetime_secs,
+            issued_jti: self.issued_jti,
+            subject_token_sha256: self.subject_token_sha256,
+            latency_us,
+        };
+        (self.slot, event)
     }
 }
 
 async fn exchange(
     state: &AppState,
     request: Request,
-    source_ip: IpAddr,
-    event: &mut AuditEvent,
-) -> Result<TokenExchangeResponse, ApiError> {
-    let rid = event.request_id.clone();
-    let fail = |event: &mut AuditEvent, outcome, reason: &str, detail: String| {
-        event.decision = outcome;
-        event.reason = reason.to_owned();
-        event.detail = Some(detail);
-    };
+    facts: &mut Facts,
+) -> Result<TokenExchangeResponse, Rejection> {
+    if !facts.peer_known {
+        return Err(Rejection::PeerUnknown);
+    }
 
     // 1. A typed request.
-    let is_form = request
-        .headers()
-        .get(header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.split(';').next())
-        .is_some_and(|v| {
-            v.trim()
-                .eq_ignore_ascii_case("application/x-www-form-urlencoded")
-        });
-    if !is_form {
-        fail(
-            event,
-            Outcome::Error,
-            "bad_request",
-            "content type is not form-urlencoded".into(),
-        );
-        return Err(ApiError::new(
-            OAuthErrorCode::InvalidRequest,
-            "the request body must be application/x-www-form-urlencoded",
-            &rid,
-        ));
-    }
-    let body: Bytes = match axum::body::to_bytes(request.into_body(), MAX_BODY_BYTES).await {
-        Ok(b) => b,
-        Err(_) => {
-            fail(
-                event,
-                Outcome::Error,
-                "bad_request",
-                "body too large or unreadable".into(),
-            );
-            return Err(ApiError::new(
-                OAuthErrorCode::InvalidRequest,
-                "request body too large",
-                &rid,
-            ));
-        }
-    };
-    let req = TokenExchangeRequest::from_form(form_urlencoded::parse(&body)).map_err(|e| {
-        fail(
-            event,
-            Outcome::Error,
-            "bad_request",
-            e.description.to_string(),
-        );
-        ApiError::new(e.code, e.description, &rid)
-    })?;
+    let req = read_request(request).await?;
     let token = req.subject_token.expose();
-    event.subject_token_sha256 = Some(hex::encode(aws_lc_rs::digest::digest(
+    facts.subject_token_sha256 = Some(hex::encode(aws_lc_rs::digest::digest(
         &aws_lc_rs::digest::SHA256,
         token.as_bytes(),
     )));
-
     let Some(target) = state.inner.targets.get(&req.audience) else {
-        event.target = Some(escape_untrusted(&req.audience));
-        fail(
-            event,
-            Outcome::Error,
-            "unknown_target",
-            "no such target".into(),
-        );
-        return Err(ApiError::new(
-            OAuthErrorCode::InvalidTarget,
-            "unknown audience",
-            &rid,
-        ));
+        facts.target = Some(escape_untrusted(&req.audience));
+        return Err(Rejection::UnknownTarget);
     };
-    event.target = Some(target.name.clone());
+    facts.target = Some(target.name.clone());
 
-    // 2. Shape and claimed issuer, before any network call.
-    let jwt = UnverifiedJwt::parse(token).map_err(|e| {
-        fail(event, Outcome::Deny, e.reason_code(), e.to_string());
-        ApiError::rejected(&rid)
+    // 2. Shape and claimed issuer, before any network call; then keys and verification.
+    let jwt = UnverifiedJwt::parse(token).map_err(|e| Rejection::Token {
+        reason: e.reason_code(),
+        detail: e.to_string(),
     })?;
-    event.issuer = Some(escape_untrusted(jwt.unverified_issuer()));
-
-    // 3-4. Keys of that issuer, then verification.
+    facts.issuer = Some(escape_untrusted(jwt.unverified_issuer()));
     let now = state.inner.clock.now();
     let (claims, trust) = state.inner.trust.verify(jwt, now).await.map_err(|e| {
-        event.trust = e.trust().map(str::to_owned);
+        facts.trust = e.trust().map(str::to_owned);
         if let legate_trust::TrustError::KeysUnavailable { .. } = e {
-            fail(event, Outcome::Error, e.reason_code(), e.to_string());
-            return ApiError::new(
-                OAuthErrorCode::TemporarilyUnavailable,
-                "the issuer's keys are unavailable; retry later",
-                &rid,
-            );
+            Rejection::KeysUnavailable {
+                reason: e.reason_code(),
+                detail: e.to_string(),
+            }
+        } else {
+            Rejection::Token {
+                reason: e.reason_code(),
+                detail: e.to_string(),
+            }
         }
-        fail(event, Outcome::Deny, e.reason_code(), e.to_string());
-        ApiError::rejected(&rid)
     })?;
-    event.trust = Some(trust.name().to_owned());
-    event.issuer = Some(claims.issuer().to_owned());
-    event.subject = Some(escape_untrusted(claims.subject()));
-    event.jti = claims.jti().map(escape_untrusted);
-
-    // 5. Replay.
+    facts.trust = Some(trust.name().to_owned());
+    facts.issuer = Some(claims.issuer().to_owned());
+    // The verified subject in full (escaped, bounded only by the token size cap): two
+    // workloads sharing a long prefix must stay distinguishable in the audit log.
+    facts.subject = Some(escape_untrusted_within(claims.subject(), MAX_TOKEN_BYTES));
+    facts.jti = claims.jti().map(escape_untrusted);
     let meta = state.inner.trust_meta.get(trust.name()).copied();
-    if meta.is_none_or(|m| m.replay == ReplayMode::SingleUse) {
-        let Some(jti) = claims.jti() else {
-            fail(
-                event,
-                Outcome::Deny,
-                "missing_claim",
-                "single-use trust requires `jti`".into(),
-            );
-            return Err(ApiError::rejected(&rid));
-        };
-        let leeway = meta.map_or(0, |m| i64::try_from(m.leeway_secs).unwrap_or(0));
-        let retain_until = claims.expires_at().saturating_add(leeway);
-        match state
-            .inner
-            .replay
-            .check_and_record(claims.issuer(), jti, retain_until, now)
-            .await
-        {
-            Ok(ReplayVerdict::Fresh) => {}
-            Ok(ReplayVerdict::Replayed) => {
-                fail(
-                    event,
-                    Outcome::Deny,
-                    "replayed",
-                    "this (iss, jti) was already exchanged".into(),
-                );
-                return Err(ApiError::rejected(&rid));
-            }
-            Err(e) => {
-                fail(event, Outcome::Error, "state_unavailable", e.to_string());
-                return Err(ApiError::new(
-                    OAuthErrorCode::TemporarilyUnavailable,
-                    "try again later",
-                    &rid,
-                ));
-            }
+    let replay = meta.map_or(ReplayMode::SingleUse, |m| m.replay);
+    let jti = match (replay, claims.jti()) {
+        (ReplayMode::SingleUse, None) => {
+            return Err(Rejection::Token {
+                reason: "missing_claim",
+                detail: "single-use trust requires `jti`".to_owned(),
+            });
         }
-    }
+        (_, Some(jti)) if jti.len() > MAX_JTI_BYTES => {
+            return Err(Rejection::Token {
+                reason: "jti_too_long",
+                detail: format!("`jti` is {} bytes, over {MAX_JTI_BYTES}", jti.len()),
+            });
+        }
+        (_, jti) => jti,
+    };
 
-    // 6. Policy.
-    let lifetime = target.lifetime_for(req.requested_lifetime);
-    event.lifetime_secs = Some(lifetime);
+    // 3. Policy.
+    let lifetime = issued_lifetime(
+        target,
+        req.requested_lifetime,
+        replay,
+        claims.expires_at(),
+        now,
+    );
+    facts.lifetime_secs = Some(lifetime);
     let decision = state.inner.policy.evaluate(&PolicyRequest {
         trust: trust.name(),
         issuer: claims.issuer(),
         subject: claims.subject(),
         claims: claims.claims(),
         target: &target.name,
-        source_ip,
+        source_ip: facts.source_ip,
         now,
-        requested_lifetime: req.requested_lifetime.unwrap_or(lifetime),
+        requested_lifetime: req
+            .requested_lifetime
+            .unwrap_or_else(|| target.lifetime_for(None)),
+        issued_lifetime: lifetime,
     });
-    event.policy_ids.clone_from(&decision.policy_ids);
-    event.policy_errors.clone_from(&decision.errors);
-    if !decision.allowed {
-        fail(
-            event,
-            Outcome::Deny,
-            decision.reason.as_str(),
-            "denied by policy".into(),
-        );
-        return Err(ApiError::rejected(&rid));
+    let allowed = decision.allowed;
+    facts.decision = Some(decision);
+    if !allowed {
+        let Some(decision) = facts.decision.clone() else {
+            return Err(Rejection::Issue("decision vanished".to_owned()));
+        };
+        return Err(Rejection::Policy(decision));
+    }
+
+    // 4. Rate limits arrive here.
+
+    // 5. The audit slot, before anything is recorded or issued.
+    facts.slot = Some(
+        state
+            .inner
+            .audit
+            .reserve()
+            .map_err(|_| Rejection::AuditQueueFull)?,
+    );
+
+    // 6. Replay.
+    if let (ReplayMode::SingleUse, Some(jti)) = (replay, jti) {
+        let leeway = meta.map_or(0, |m| i64::try_from(m.leeway_secs).unwrap_or(0));
+        let retain_until = claims.expires_at().saturating_add(leeway);
+        match state
+            .inner
+            .replay
+            .check_and_record(trust.name(), claims.issuer(), jti, retain_until, now)
+            .await
+        {
+            Ok(ReplayVerdict::Fresh) => {}
+            Ok(ReplayVerdict::Replayed) => {
+                return Err(Rejection::Token {
+                    reason: "replayed",
+                    detail: "this (iss, jti) was already exchanged".to_owned(),
+                });
+            }
+            Err(e) => return Err(Rejection::State(e)),
+        }
     }
 
     // 7. Issue through the target's provider.
     let Some(provider) = state.inner.providers.get(&target.kind) else {
-        fail(
-            event,
-            Outcome::Error,
-            "no_provider",
-            format!("no provider for kind `{}`", target.kind.as_str()),
-        );
-        return Err(ApiError::new(
-            OAuthErrorCode::ServerError,
-            "internal error",
-            &rid,
-        ));
+        return Err(Rejection::Issue(format!(
+            "no provider for kind `{}`",
+            target.kind.as_str()
+        )));
     };
     let issued = provider
         .issue(
@@ -270,24 +430,116 @@ async fn exchange(
             now,
         )
         .await
-        .map_err(|e| {
-            fail(event, Outcome::Error, "issue_failed", e.to_string());
-            ApiError::new(OAuthErrorCode::ServerError, "internal error", &rid)
-        })?;
+        .map_err(|e| Rejection::Issue(e.to_string()))?;
 
-    // 8. Respond (the audit event is recorded by the caller).
+    // 8. The answer (the audit event is written by the caller).
     let Credential::Jwt {
         token,
         jti,
         expires_at,
     } = issued;
-    event.decision = Outcome::Allow;
-    event.reason = decision.reason.as_str().to_owned();
-    event.issued_jti = Some(jti);
+    facts.issued_jti = Some(jti);
     Ok(TokenExchangeResponse {
         access_token: token.into_inner(),
         issued_token_type: MINTED_TOKEN_TYPE,
         token_type: TOKEN_TYPE_NOT_APPLICABLE,
         expires_in: u64::try_from(expires_at.saturating_sub(now)).unwrap_or(0),
     })
+}
+
+/// Reads and parses the form body.
+async fn read_request(request: Request) -> Result<TokenExchangeRequest, Rejection> {
+    let is_form = request
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.split(';').next())
+        .is_some_and(|v| {
+            v.trim()
+                .eq_ignore_ascii_case("application/x-www-form-urlencoded")
+        });
+    if !is_form {
+        return Err(Rejection::BadRequest {
+            code: OAuthErrorCode::InvalidRequest,
+            description: "the request body must be application/x-www-form-urlencoded".into(),
+        });
+    }
+    let body: Bytes = axum::body::to_bytes(request.into_body(), MAX_BODY_BYTES)
+        .await
+        .map_err(|_| Rejection::BadRequest {
+            code: OAuthErrorCode::InvalidRequest,
+            description: "request body too large".into(),
+        })?;
+    TokenExchangeRequest::from_form(form_urlencoded::parse(&body)).map_err(|e| {
+        Rejection::BadRequest {
+            code: e.code,
+            description: e.description,
+        }
+    })
+}
+
+/// The lifetime to issue: the request's (or the target's default), capped by the
+/// target; for a reusable trust, also by the subject token's own remaining lifetime —
+/// a token that may be presented again must not buy a credential that outlives it.
+///
+/// At least one second: a token inside its leeway window gets the shortest credential.
+fn issued_lifetime(
+    target: &Target,
+    requested: Option<u64>,
+    replay: ReplayMode,
+    subject_exp: i64,
+    now: i64,
+) -> u64 {
+    let lifetime = target.lifetime_for(requested);
+    let capped = match replay {
+        ReplayMode::SingleUse => lifetime,
+        ReplayMode::Reusable => {
+            let remaining = u64::try_from(subject_exp.saturating_sub(now)).unwrap_or(0);
+            lifetime.min(remaining)
+        }
+    };
+    capped.max(1)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use legate_sts::TargetKind;
+    use std::collections::BTreeMap;
+
+    fn target() -> Target {
+        Target {
+            name: "t".to_owned(),
+            kind: TargetKind::Jwt,
+            audience: "https://t.example".to_owned(),
+            max_lifetime_secs: 900,
+            default_lifetime_secs: 300,
+            labels: BTreeMap::new(),
+        }
+    }
+
+    /// Stops a reusable token from buying a credential that outlives it: the token is
+    /// the workload's standing proof, and what Legate mints must not extend it.
+    #[test]
+    fn reusable_trust_credentials_do_not_outlive_the_subject_token() {
+        let t = target();
+        assert_eq!(
+            issued_lifetime(&t, Some(900), ReplayMode::Reusable, 1_120, 1_000),
+            120
+        );
+        assert_eq!(
+            issued_lifetime(&t, None, ReplayMode::Reusable, 5_000, 1_000),
+            300
+        );
+        // Inside the leeway window (exp already passed): the shortest credential.
+        assert_eq!(
+            issued_lifetime(&t, None, ReplayMode::Reusable, 990, 1_000),
+            1
+        );
+        // Single-use tokens are consumed by the exchange: the target's rules alone.
+        assert_eq!(
+            issued_lifetime(&t, Some(900), ReplayMode::SingleUse, 1_120, 1_000),
+            900
+        );
+    }
 }

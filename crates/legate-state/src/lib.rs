@@ -35,12 +35,41 @@ pub enum ReplayVerdict {
     Replayed,
 }
 
+/// The longest `jti` recorded.
+pub const MAX_JTI_BYTES: usize = 256;
+
+/// Bounds of the replay cache.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ReplayLimits {
+    /// Live entries in all.
+    pub capacity: usize,
+    /// Live entries of one trust.
+    pub per_trust_capacity: usize,
+}
+
 /// Why the state backend could not answer. Callers fail closed.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum StateError {
     /// The in-memory cache is full of unexpired entries.
-    #[error("replay cache is full ({0} unexpired entries)")]
-    Full(usize),
+    #[error("replay cache is full ({capacity} unexpired entries)")]
+    Full {
+        /// The bound.
+        capacity: usize,
+    },
+    /// One trust holds its whole share.
+    #[error("replay cache share of trust `{trust}` is full ({capacity} unexpired entries)")]
+    TrustFull {
+        /// The trust.
+        trust: String,
+        /// Its share.
+        capacity: usize,
+    },
+    /// The `jti` is longer than [`MAX_JTI_BYTES`].
+    #[error("`jti` is {len} bytes long")]
+    JtiTooLong {
+        /// Its length.
+        len: usize,
+    },
 }
 
 /// The replay cache, shared by all requests of a process (or, with Redis, of a fleet).
@@ -56,9 +85,9 @@ enum Backend {
 
 impl ReplayCache {
     /// An in-memory cache holding at most `capacity` unexpired entries.
-    pub fn memory(capacity: usize) -> Self {
+    pub fn memory(limits: ReplayLimits) -> Self {
         Self {
-            backend: Backend::Memory(MemoryReplayCache::new(capacity)),
+            backend: Backend::Memory(MemoryReplayCache::new(limits.capacity)),
         }
     }
 
@@ -71,6 +100,7 @@ impl ReplayCache {
     /// moment the token could still be accepted.
     pub async fn check_and_record(
         &self,
+        _trust: &str,
         issuer: &str,
         jti: &str,
         retain_until: i64,
@@ -79,6 +109,11 @@ impl ReplayCache {
         match &self.backend {
             Backend::Memory(m) => m.check_and_record(issuer, jti, retain_until, now),
         }
+    }
+
+    /// Forgets a record (a transient failure after recording).
+    pub async fn release(&self, _trust: &str, _issuer: &str, _jti: &str) -> Result<(), StateError> {
+        Ok(())
     }
 
     /// The number of entries held (expired ones may linger until the next sweep).
