@@ -158,6 +158,10 @@ pub struct TrustSpec {
     pub required_claims: Vec<String>,
     pub refresh_interval_secs: Option<u64>,
     pub stale_if_error_secs: Option<u64>,
+    /// `allow_private_network = true`. On by default here, because every test
+    /// issuer listens on loopback; when off, the key is left out of the file so
+    /// the production default applies.
+    pub allow_private_network: bool,
 }
 
 impl TrustSpec {
@@ -174,6 +178,7 @@ impl TrustSpec {
             required_claims: Vec::new(),
             refresh_interval_secs: None,
             stale_if_error_secs: None,
+            allow_private_network: true,
         }
     }
 
@@ -209,6 +214,9 @@ impl TrustSpec {
         }
         if let Some(secs) = self.stale_if_error_secs {
             let _ = writeln!(s, "stale_if_error_secs = {secs}");
+        }
+        if self.allow_private_network {
+            s.push_str("allow_private_network = true\n");
         }
         s
     }

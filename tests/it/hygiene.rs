@@ -10,6 +10,12 @@
 //! with one bad key among good ones; the bad key is left out with a warning and
 //! the good ones are used.
 //!
+//! A third group stops server-side request forgery: a trust that does not set
+//! `allow_private_network` never connects to loopback (or any other non-public
+//! address), whether a discovery document, a configured `jwks_uri` or DNS points
+//! there. Every other test here runs with the flag set, as its issuer listens on
+//! loopback (the harness's default).
+//!
 //! The refresh rules themselves (single flight, one fetch per 30 s, stale-if-error
 //! bound) are covered in [`crate::keys`].
 
@@ -29,8 +35,9 @@ use legate_core::testkeys::TestKey;
 use legate_trust::FetchLimits;
 use serde_json::{Value, json};
 
-use crate::harness::{Fixture, TARGET};
-use crate::issuer::{Mode, jwks_of};
+use crate::harness::{Fixture, Legate, Setup, TARGET, TrustSpec, upstream_claims};
+use crate::issuer::{JWKS, Mode, TestIssuer, jwks_of};
+use crate::peers::TestPki;
 
 /// Legate's minimum gap between two fetches of one issuer's keys, plus one.
 const PAST_REFRESH_GAP: i64 = 31;
@@ -427,4 +434,171 @@ async fn encryption_keys_and_keys_without_verify_op_are_ignored() {
         .await;
     assert_eq!(status, 200, "the verify key is used: {body}");
     assert_eq!(ignored_keys(&f).await.len(), 2);
+}
+
+/// Stops key confusion through entry order: a malformed entry placed before a
+/// good key with the same `kid` makes that `kid` ambiguous, exactly as when it
+/// comes after (the publisher meant two keys); other keys are unaffected.
+#[tokio::test]
+async fn malformed_entry_before_a_good_key_makes_its_kid_unusable() {
+    let b = key_b();
+    let jwks = json!({ "keys": [
+        { "kty": "EC", "kid": "key-a", "crv": "P-256", "x": "!!", "y": "??" },
+        TestKey::es256("key-a").public_jwk(),
+        b.public_jwk(),
+    ]});
+    let f = Fixture::start_publishing(Some(jwks), |_| {}).await;
+
+    let (status, body) = f.legate.exchange(&f.token(&json!({})), TARGET, None).await;
+    f.legate.assert_rejected(status, &body, "ambiguous_kid");
+    let (status, body) = f
+        .legate
+        .exchange(&b.token(&f.claims(&json!({}))), TARGET, None)
+        .await;
+    assert_eq!(status, 200, "key b is unaffected: {body}");
+    let ignored = ignored_keys(&f).await;
+    assert_eq!(ignored.len(), 1, "{ignored:?}");
+    assert!(ignored[0].contains("more than once"), "{ignored:?}");
+}
+
+/// A TCP listener on loopback that never accepts: a connection made to it would
+/// complete in the kernel and wait in its queue, where [`assert_never_connected`]
+/// finds it.
+fn loopback_trap() -> (std::net::TcpListener, u16) {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    listener.set_nonblocking(true).unwrap();
+    let port = listener.local_addr().unwrap().port();
+    (listener, port)
+}
+
+fn assert_never_connected(trap: &std::net::TcpListener) {
+    match trap.accept() {
+        Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+        Ok((_, peer)) => panic!("Legate connected to the loopback listener from {peer}"),
+        Err(e) => panic!("accept failed: {e}"),
+    }
+}
+
+/// An issuer on loopback whose discovery document names the `jwks_uri` made by
+/// `jwks_uri` (from the running issuer), and Legate trusting it (warmed), with
+/// or without `allow_private_network`.
+async fn issuer_naming_jwks_uri(
+    jwks_uri: impl FnOnce(&TestIssuer) -> String,
+    allow_private_network: bool,
+) -> Fixture {
+    let pki = TestPki::localhost();
+    let key = TestKey::es256("key-a");
+    let issuer = TestIssuer::start(&pki, &[&key]).await;
+    let mut doc = issuer.standard_discovery();
+    doc["jwks_uri"] = json!(jwks_uri(&issuer));
+    issuer.set_discovery(Some(doc));
+    let mut trust = TrustSpec::with_ca(crate::harness::TRUST, &issuer.issuer, &pki);
+    trust.allow_private_network = allow_private_network;
+    let legate = Legate::start(&Setup::new(vec![trust])).await;
+    Fixture {
+        pki,
+        key,
+        issuer,
+        legate,
+    }
+}
+
+/// Stops server-side request forgery through discovery: a discovery document
+/// (or the DNS of its host) pointing Legate at loopback, where an admin port or
+/// a metadata service could answer. Without `allow_private_network` the trust's
+/// fetches never connect there: the discovery host `localhost` resolves only to
+/// loopback, so not even the discovery document is requested, and the loopback
+/// `jwks_uri` it would name receives no connection. Tokens of that issuer get
+/// `temporarily_unavailable`, and the refusal is on record for operators.
+#[tokio::test]
+async fn discovery_pointing_jwks_uri_at_loopback_is_refused_without_the_flag() {
+    let (trap, port) = loopback_trap();
+    let f = issuer_naming_jwks_uri(|_| format!("https://127.0.0.1:{port}{JWKS}"), false).await;
+
+    assert_eq!(f.issuer.hits(), (0, 0, 0), "no request reached the issuer");
+    assert_never_connected(&trap);
+    let ready = f.legate.client.get("/readyz").await;
+    let status = &ready.json["issuers"][0];
+    assert_eq!(
+        status["last_error_code"], "jwks_private_address",
+        "{}",
+        ready.text
+    );
+    let error = status["last_error"].as_str().unwrap();
+    assert!(
+        error.contains("`localhost` resolves only to non-public addresses")
+            && error.contains("loopback")
+            && error.contains("allow_private_network"),
+        "{error}"
+    );
+
+    let (status, body) = f.legate.exchange(&f.token(&json!({})), TARGET, None).await;
+    assert_eq!(status, 503, "{body}");
+    assert_eq!(body["error"], "temporarily_unavailable", "{body}");
+    let event = f.legate.event_of(&body);
+    assert_eq!(event.reason, "keys_unavailable");
+    let detail = event.detail.unwrap_or_default();
+    assert!(detail.contains("allow_private_network"), "{detail}");
+    assert_eq!(f.issuer.hits(), (0, 0, 0));
+    assert_never_connected(&trap);
+}
+
+/// The same issuer with `allow_private_network = true`: its discovery document
+/// naming a loopback IP-literal `jwks_uri` is followed and the keys verify (how
+/// issuers on a private network are run, and how every other test here runs).
+#[tokio::test]
+async fn discovery_pointing_jwks_uri_at_loopback_works_with_the_flag() {
+    let f = issuer_naming_jwks_uri(|i| format!("https://127.0.0.1:{}{JWKS}", i.port), true).await;
+
+    let (status, body) = f.legate.exchange(&f.token(&json!({})), TARGET, None).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(
+        f.issuer.hits(),
+        (1, 1, 0),
+        "discovery, then the loopback jwks_uri"
+    );
+    let ready = f.legate.client.get("/readyz").await;
+    assert_eq!(ready.json["issuers"][0]["last_error_code"], Value::Null);
+}
+
+/// Stops SSRF through a configured `jwks_uri` (no discovery): neither an IP
+/// literal (`127.0.0.1`, which the HTTP client connects to without a DNS lookup,
+/// so Legate checks it before the request) nor a name resolving to loopback
+/// (`localhost`, checked by the resolver at connect time) is connected to.
+#[tokio::test]
+async fn configured_loopback_jwks_uri_is_refused_without_the_flag() {
+    let (trap, port) = loopback_trap();
+    let mut by_ip = TrustSpec::new("by-ip", "https://by-ip.example");
+    by_ip.jwks_uri = Some(format!("https://127.0.0.1:{port}{JWKS}"));
+    by_ip.allow_private_network = false;
+    let mut by_name = TrustSpec::new("by-name", "https://by-name.example");
+    by_name.jwks_uri = Some(format!("https://localhost:{port}{JWKS}"));
+    by_name.allow_private_network = false;
+    let legate = Legate::start(&Setup::new(vec![by_ip, by_name])).await;
+
+    let ready = legate.client.get("/readyz").await;
+    for (i, reason) in [
+        "`127.0.0.1` is a loopback address",
+        "`localhost` resolves only to non-public addresses",
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let status = &ready.json["issuers"][i];
+        assert_eq!(
+            status["last_error_code"], "jwks_private_address",
+            "{}",
+            ready.text
+        );
+        let error = status["last_error"].as_str().unwrap();
+        assert!(error.contains(reason), "{error}");
+    }
+    let token = TestKey::es256("key-a").token(&upstream_claims(
+        "https://by-ip.example",
+        legate.now(),
+        &json!({"repository_id": "42"}),
+    ));
+    let (status, body) = legate.exchange(&token, TARGET, None).await;
+    assert_eq!(status, 503, "{body}");
+    assert_never_connected(&trap);
 }

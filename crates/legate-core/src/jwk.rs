@@ -16,8 +16,12 @@
 //! - `use` other than `sig`, or `key_ops` without `verify`, are left out (RFC 7517 §4.2-3);
 //! - RSA moduli under 2048 bits (RFC 7518 §3.3) and public exponents that are even or
 //!   below 3 are left out;
-//! - a `kid` that appears twice is unusable: which key would be meant is ambiguous.
+//! - a `kid` named by two entries that differ is unusable: which key would be meant is
+//!   ambiguous. Every entry with that `kid` is left out, whatever the order of the
+//!   entries and whether each would parse on its own (a malformed entry still shows the
+//!   publisher meant two keys). Entries that are identical JSON count as one.
 
+use std::collections::hash_map::Entry;
 use std::collections::{HashMap, HashSet};
 
 use aws_lc_rs::signature::{self, ParsedPublicKey, RsaPublicKeyComponents};
@@ -107,8 +111,8 @@ pub enum KeyProblem {
     /// A member is missing, mistyped, or not canonical base64url, or the key is invalid.
     #[error("malformed: {0}")]
     Malformed(String),
-    /// The `kid` appears more than once in the set.
-    #[error("`kid` appears more than once")]
+    /// The `kid` names more than one different entry in the set.
+    #[error("`kid` appears more than once, on different keys")]
     DuplicateKid,
 }
 
@@ -315,6 +319,15 @@ fn bit_length(bytes: &[u8]) -> usize {
     }
 }
 
+/// The `kid` an entry would be known by: a non-empty string (others are refused as
+/// [`KeyProblem::MissingKid`]).
+fn raw_kid(entry: &Value) -> Option<&str> {
+    entry
+        .get("kid")
+        .and_then(Value::as_str)
+        .filter(|k| !k.is_empty())
+}
+
 /// What a key set says about a `kid`.
 #[derive(Debug)]
 pub enum KeyLookup<'a> {
@@ -346,36 +359,70 @@ impl KeySet {
         if entries.len() > MAX_KEYS {
             return Err(JwksError::TooManyKeys(entries.len()));
         }
+        // Pass 1: which kids are ambiguous. A kid is ambiguous when its entries are
+        // not all identical; comparing each with the first finds that in any order.
+        let mut first_of: HashMap<&str, &Value> = HashMap::new();
+        let mut ambiguous: HashSet<&str> = HashSet::new();
+        for entry in entries {
+            if let Some(kid) = raw_kid(entry) {
+                match first_of.entry(kid) {
+                    Entry::Vacant(v) => {
+                        v.insert(entry);
+                    }
+                    Entry::Occupied(o) => {
+                        if *o.get() != entry {
+                            ambiguous.insert(kid);
+                        }
+                    }
+                }
+            }
+        }
+        // Pass 2: one verdict per kid, at its first entry; later entries with the same
+        // kid are either identical (nothing to add) or part of the ambiguity.
         let mut set = KeySet::default();
         let mut warnings = Vec::new();
+        let mut seen: HashSet<&str> = HashSet::new();
         for entry in entries {
-            let kid = entry
+            let kid = raw_kid(entry);
+            if let Some(kid) = kid {
+                if !seen.insert(kid) {
+                    continue;
+                }
+                if ambiguous.contains(kid) {
+                    warnings.push(KeyWarning {
+                        kid: Some(escape_untrusted(kid)),
+                        problem: KeyProblem::DuplicateKid,
+                    });
+                    set.ambiguous.insert(kid.to_owned());
+                    continue;
+                }
+            }
+            let shown_kid = entry
                 .get("kid")
                 .and_then(Value::as_str)
                 .map(escape_untrusted);
             let Value::Object(jwk) = entry else {
                 warnings.push(KeyWarning {
-                    kid,
+                    kid: shown_kid,
                     problem: KeyProblem::NotAnObject,
                 });
                 continue;
             };
             match VerifyingKey::from_jwk(jwk) {
-                Ok(key) => set.insert(key, &mut warnings),
-                Err(problem) => {
-                    // A malformed key that shares a kid with a good one still makes the
-                    // kid ambiguous: the publisher meant two different keys.
-                    if let Some(Value::String(raw)) = jwk.get("kid") {
-                        set.mark_if_seen(raw, &mut warnings);
-                    }
-                    warnings.push(KeyWarning { kid, problem });
+                Ok(key) => {
+                    set.keys.insert(key.kid.clone(), key);
                 }
+                Err(problem) => warnings.push(KeyWarning {
+                    kid: shown_kid,
+                    problem,
+                }),
             }
         }
         Ok((set, warnings))
     }
 
-    /// Builds a set from keys already made (Legate's own keys, tests).
+    /// Builds a set from keys already made (Legate's own keys, tests). A `kid` given
+    /// twice is ambiguous, whatever the order (parsed keys are not compared).
     pub fn from_keys(keys: impl IntoIterator<Item = VerifyingKey>) -> (Self, Vec<KeyWarning>) {
         let mut set = KeySet::default();
         let mut warnings = Vec::new();
@@ -398,16 +445,6 @@ impl KeySet {
             return;
         }
         self.keys.insert(key.kid.clone(), key);
-    }
-
-    fn mark_if_seen(&mut self, kid: &str, warnings: &mut Vec<KeyWarning>) {
-        if self.keys.remove(kid).is_some() {
-            warnings.push(KeyWarning {
-                kid: Some(escape_untrusted(kid)),
-                problem: KeyProblem::DuplicateKid,
-            });
-            self.ambiguous.insert(kid.to_owned());
-        }
     }
 
     /// Looks a key up by `kid`.
@@ -495,6 +532,117 @@ pub(crate) mod tests {
         assert!(matches!(s.get("dup"), KeyLookup::Ambiguous));
         assert!(matches!(s.get("fine"), KeyLookup::Found(_)));
         assert_eq!(w[0].problem, KeyProblem::DuplicateKid);
+    }
+
+    /// Every order of `items`.
+    fn permutations(items: &[Value]) -> Vec<Vec<Value>> {
+        if items.len() <= 1 {
+            return vec![items.to_vec()];
+        }
+        let mut out = Vec::new();
+        for i in 0..items.len() {
+            let mut rest = items.to_vec();
+            let first = rest.remove(i);
+            for mut tail in permutations(&rest) {
+                tail.insert(0, first.clone());
+                out.push(tail);
+            }
+        }
+        out
+    }
+
+    /// What a set says about each kid, and its warnings, independent of order.
+    fn verdict(s: &KeySet, w: &[KeyWarning], kids: &[&str]) -> (Vec<String>, Vec<String>) {
+        let lookups = kids
+            .iter()
+            .map(|kid| match s.get(kid) {
+                KeyLookup::Found(k) => format!("{kid}: found {:?}", k.alg()),
+                KeyLookup::Unknown => format!("{kid}: unknown"),
+                KeyLookup::Ambiguous => format!("{kid}: ambiguous"),
+            })
+            .collect();
+        let mut warnings: Vec<String> = w.iter().map(ToString::to_string).collect();
+        warnings.sort();
+        (lookups, warnings)
+    }
+
+    /// Stops a publisher (or whoever controls the JWKS) from choosing which of two
+    /// keys sharing a `kid` is trusted by choosing their order: in every order of a
+    /// document holding two different keys "dup", a malformed and a good key "half",
+    /// and two identical copies of key "twin", "dup" and "half" are ambiguous, "twin"
+    /// is found, and the warnings are the same. (Before, a malformed "half" placed
+    /// before the good one left the good one usable.)
+    #[test]
+    fn duplicate_kid_verdict_does_not_depend_on_key_order() {
+        let entries = [
+            json!({"kty":"EC","kid":"half","crv":"P-256","x":"!!","y":"??"}),
+            TestKey::es256_b("half").public_jwk(),
+            ec_p256_public_jwk("dup"),
+            TestKey::es256_b("dup").public_jwk(),
+            ec_p256_public_jwk("twin"),
+            ec_p256_public_jwk("twin"),
+        ];
+        let kids = ["dup", "half", "twin"];
+        let orders = permutations(&entries);
+        assert_eq!(orders.len(), 720);
+        let expected = (
+            vec![
+                "dup: ambiguous".to_owned(),
+                "half: ambiguous".to_owned(),
+                "twin: found Es256".to_owned(),
+            ],
+            vec![
+                "key `dup` ignored: `kid` appears more than once, on different keys".to_owned(),
+                "key `half` ignored: `kid` appears more than once, on different keys".to_owned(),
+            ],
+        );
+        for order in orders {
+            let (s, w) = set(Value::Array(order.clone()));
+            assert_eq!(verdict(&s, &w, &kids), expected, "order: {order:?}");
+            assert_eq!(s.kids(), vec!["twin"]);
+        }
+    }
+
+    /// The order bug this replaced, on its own: a malformed entry before a good key
+    /// with the same `kid` makes the `kid` ambiguous, as it does after it.
+    #[test]
+    fn malformed_entry_before_a_good_key_of_its_kid_makes_the_kid_ambiguous() {
+        let bad = json!({"kty":"EC","kid":"k","crv":"P-256","x":"!!","y":"??"});
+        for keys in [
+            json!([bad.clone(), ec_p256_public_jwk("k")]),
+            json!([ec_p256_public_jwk("k"), bad.clone()]),
+        ] {
+            let (s, w) = set(keys);
+            assert!(matches!(s.get("k"), KeyLookup::Ambiguous));
+            assert_eq!(w.len(), 1, "{w:?}");
+            assert_eq!(w[0].problem, KeyProblem::DuplicateKid);
+        }
+    }
+
+    /// A JWKS that repeats one key verbatim (seen after careless merges) keeps the
+    /// key usable and warns about nothing; a repeated bad key warns once.
+    #[test]
+    fn identical_duplicate_entries_count_as_one() {
+        let (s, w) = set(json!([ec_p256_public_jwk("k"), ec_p256_public_jwk("k")]));
+        assert!(matches!(s.get("k"), KeyLookup::Found(_)));
+        assert!(w.is_empty(), "{w:?}");
+        let mut leaked = ec_p256_public_jwk("leak");
+        leaked["d"] = json!("AAAA");
+        let (s, w) = set(json!([leaked.clone(), leaked]));
+        assert!(matches!(s.get("leak"), KeyLookup::Unknown));
+        assert_eq!(w.len(), 1, "{w:?}");
+        assert_eq!(w[0].problem, KeyProblem::PrivateMaterial("d"));
+    }
+
+    /// The same key material under one `kid` but with a different `alg` binding is
+    /// two different keys to a verifier: ambiguous, not collapsed.
+    #[test]
+    fn same_material_with_different_members_is_ambiguous() {
+        let plain = TestKey::rs256("r").public_jwk();
+        let mut pss = plain.clone();
+        pss["alg"] = json!("PS256");
+        let (s, _) = set(json!([plain, pss]));
+        assert!(matches!(s.get("r"), KeyLookup::Ambiguous));
     }
 
     #[test]

@@ -173,6 +173,7 @@ impl AppState {
             tc.ca_pem = t.ca_file.as_deref().map(read).transpose()?;
             tc.refresh_interval_secs = t.refresh_interval_secs;
             tc.stale_if_error_secs = t.stale_if_error_secs;
+            tc.allow_private_network = t.allow_private_network;
             trust_configs.push(tc);
             trust_meta.insert(
                 t.name.clone(),

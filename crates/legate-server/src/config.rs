@@ -143,8 +143,11 @@ pub struct TrustEntry {
     pub replay: ReplayMode,
     /// Scheduled refresh, seconds.
     pub refresh_interval_secs: u64,
-    /// Stale-if-error bound, seconds.
+    /// Stale-if-error bound, seconds (at least 1).
     pub stale_if_error_secs: u64,
+    /// Whether key fetches may reach loopback, private and other non-public
+    /// addresses (default: no).
+    pub allow_private_network: bool,
 }
 
 /// `[policy]`.
@@ -279,6 +282,8 @@ struct RawTrust {
     refresh_interval_secs: u64,
     #[serde(default = "default_stale")]
     stale_if_error_secs: u64,
+    #[serde(default)]
+    allow_private_network: bool,
 }
 
 const fn default_leeway() -> u64 {
@@ -720,6 +725,11 @@ impl Checker<'_> {
             if t.leeway_secs > 300 {
                 return Err(self.err(span, key("leeway_secs"), "must be at most 300"));
             }
+            // Zero would refuse the cached keys whenever a second has passed since the
+            // fetch, so every token would wait on (and fail with) the issuer.
+            if t.stale_if_error_secs == 0 {
+                return Err(self.err(span, key("stale_if_error_secs"), "must be at least 1"));
+            }
             let algorithms = t.algorithms.unwrap_or_else(|| Alg::ALL.to_vec());
             if algorithms.is_empty() {
                 return Err(self.err(span, key("algorithms"), "list at least one algorithm"));
@@ -740,6 +750,7 @@ impl Checker<'_> {
                 },
                 refresh_interval_secs: t.refresh_interval_secs.max(60),
                 stale_if_error_secs: t.stale_if_error_secs,
+                allow_private_network: t.allow_private_network,
             });
         }
         Ok(out)
@@ -984,6 +995,47 @@ labels = { env = "prod" }
                 "{bad}"
             );
         }
+    }
+
+    #[test]
+    fn private_network_access_is_off_unless_set() {
+        let c = load(GOOD).unwrap();
+        assert!(c.trusts.iter().all(|t| !t.allow_private_network));
+        let src = GOOD.replace(
+            "algorithms = [\"RS256\"]",
+            "algorithms = [\"RS256\"]\nallow_private_network = true",
+        );
+        let c = load(&src).unwrap();
+        assert!(c.trusts[0].allow_private_network);
+        assert!(!c.trusts[1].allow_private_network);
+        let src = GOOD.replace(
+            "algorithms = [\"RS256\"]",
+            "algorithms = [\"RS256\"]\nallow_private_network = \"yes\"",
+        );
+        assert_eq!(
+            load(&src).unwrap_err().key.as_deref(),
+            Some("trust[0].allow_private_network")
+        );
+    }
+
+    /// A zero stale-if-error bound would make every token wait on the issuer;
+    /// it is refused, and one second is the smallest bound accepted.
+    #[test]
+    fn zero_stale_if_error_is_refused() {
+        let with = |secs: &str| {
+            GOOD.replace(
+                "algorithms = [\"RS256\"]",
+                &format!("algorithms = [\"RS256\"]\nstale_if_error_secs = {secs}"),
+            )
+        };
+        let e = load(&with("0")).unwrap_err();
+        assert_eq!(
+            e.key.as_deref(),
+            Some("trust[0].stale_if_error_secs"),
+            "{e}"
+        );
+        assert!(e.to_string().contains("must be at least 1"), "{e}");
+        assert_eq!(load(&with("1")).unwrap().trusts[0].stale_if_error_secs, 1);
     }
 
     #[test]

@@ -1,4 +1,5 @@
-//! Fetching discovery documents and JWKS over HTTPS, with hard limits.
+//! Fetching discovery documents and JWKS over HTTPS, with hard limits and, unless a
+//! trust allows private networks, to public addresses only (see [`crate::address`]).
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -7,6 +8,8 @@ use legate_core::json;
 use legate_core::jwk::{JwksError, KeySet, KeyWarning};
 use legate_core::text::escape_untrusted;
 use serde_json::Value;
+
+use crate::address::{NetworkAccess, PublicOnlyResolver, ResolveError, refuse_non_public_host};
 
 /// Limits on every upstream fetch.
 #[derive(Debug, Clone, Copy)]
@@ -73,22 +76,59 @@ pub enum FetchError {
     /// The JWKS document was refused.
     #[error("jwks is invalid: {0}")]
     Jwks(#[from] JwksError),
+    /// SECURITY: the URL's host is, or resolves only to, loopback, private,
+    /// link-local or other non-public addresses, and the trust does not set
+    /// `allow_private_network` (server-side request forgery guard).
+    #[error(
+        "`{url}` was not fetched: {reason}, and the trust does not set `allow_private_network`"
+    )]
+    PrivateAddress {
+        /// Where (escaped).
+        url: String,
+        /// Which address, and what kind.
+        reason: String,
+    },
 }
 
-/// An HTTPS client for discovery and JWKS: rustls, no redirects, bounded bodies.
+impl FetchError {
+    /// A stable code for `/readyz` and metrics.
+    pub fn reason_code(&self) -> &'static str {
+        match self {
+            FetchError::Client(_) => "jwks_client_setup",
+            FetchError::Transport { .. } => "jwks_transport",
+            FetchError::Status { .. } => "jwks_http_status",
+            FetchError::TooLarge { .. } => "jwks_too_large",
+            FetchError::Discovery(_) => "discovery_invalid",
+            FetchError::IssuerMismatch { .. } => "discovery_issuer_mismatch",
+            FetchError::InsecureJwksUri(_) => "jwks_uri_insecure",
+            FetchError::Jwks(_) => "jwks_invalid",
+            FetchError::PrivateAddress { .. } => "jwks_private_address",
+        }
+    }
+}
+
+/// An HTTPS client for discovery and JWKS: rustls, no redirects, bounded bodies,
+/// and the peer addresses `access` allows.
 #[derive(Debug, Clone)]
 pub struct HttpFetcher {
     client: reqwest::Client,
     limits: FetchLimits,
+    access: NetworkAccess,
 }
 
 impl HttpFetcher {
     /// Builds a fetcher trusting the Mozilla roots plus `extra_ca_pem` (for private
-    /// issuers), or only `extra_ca_pem` when `only_extra` is set.
+    /// issuers), or only `extra_ca_pem` when `only_extra` is set, that connects to
+    /// the addresses `access` allows.
+    ///
+    /// With [`NetworkAccess::PublicOnly`] the fetcher connects directly, never
+    /// through a proxy named by `HTTPS_PROXY` and the like: a proxy would resolve
+    /// the name itself, out of reach of the address check.
     pub fn new(
         extra_ca_pem: Option<&[u8]>,
         only_extra: bool,
         limits: FetchLimits,
+        access: NetworkAccess,
     ) -> Result<Self, FetchError> {
         let mut roots = rustls::RootCertStore::empty();
         if !only_extra {
@@ -113,7 +153,13 @@ impl HttpFetcher {
             .map_err(|e| FetchError::Client(e.to_string()))?
             .with_root_certificates(roots)
             .with_no_client_auth();
-        let client = reqwest::Client::builder()
+        let mut builder = reqwest::Client::builder();
+        if access == NetworkAccess::PublicOnly {
+            // SECURITY: the check is on the addresses the client connects to, made
+            // when it connects (DNS rebinding cannot slip past a check made earlier).
+            builder = builder.dns_resolver(PublicOnlyResolver).no_proxy();
+        }
+        let client = builder
             .tls_backend_preconfigured(tls)
             // SECURITY: a redirect could send the fetch to an attacker or an internal
             // address; issuers publish their final URLs.
@@ -124,11 +170,24 @@ impl HttpFetcher {
             .user_agent(concat!("legate/", env!("CARGO_PKG_VERSION")))
             .build()
             .map_err(|e| FetchError::Client(e.to_string()))?;
-        Ok(Self { client, limits })
+        Ok(Self {
+            client,
+            limits,
+            access,
+        })
     }
 
-    /// GETs `url` and returns the body, enforcing status 200 and the size limit.
+    /// GETs `url` and returns the body, enforcing the allowed addresses, status
+    /// 200 and the size limit.
     pub async fn get(&self, url: &str) -> Result<Vec<u8>, FetchError> {
+        let private = |reason: String| FetchError::PrivateAddress {
+            url: escape_untrusted(url),
+            reason,
+        };
+        if self.access == NetworkAccess::PublicOnly {
+            // The client connects to an IP-literal host without asking the resolver.
+            refuse_non_public_host(url).map_err(|e| private(e.0))?;
+        }
         let transport = |e: reqwest::Error| FetchError::Transport {
             url: url.to_owned(),
             reason: error_chain(&e),
@@ -139,7 +198,10 @@ impl HttpFetcher {
             .header("accept", "application/json")
             .send()
             .await
-            .map_err(transport)?;
+            .map_err(|e| match non_public_cause(&e) {
+                Some(reason) => private(reason),
+                None => transport(e),
+            })?;
         let status = response.status().as_u16();
         if status != 200 {
             return Err(FetchError::Status {
@@ -206,6 +268,18 @@ impl HttpFetcher {
     }
 }
 
+/// The resolver's refusal, when that is why the request failed.
+fn non_public_cause(e: &(dyn std::error::Error + 'static)) -> Option<String> {
+    let mut source = Some(e);
+    while let Some(s) = source {
+        if let Some(ResolveError::NonPublic(host)) = s.downcast_ref::<ResolveError>() {
+            return Some(host.0.clone());
+        }
+        source = s.source();
+    }
+    None
+}
+
 fn error_chain(e: &dyn std::error::Error) -> String {
     let mut out = e.to_string();
     let mut source = e.source();
@@ -215,4 +289,76 @@ fn error_chain(e: &dyn std::error::Error) -> String {
         source = s.source();
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(
+        clippy::unwrap_used,
+        clippy::panic,
+        reason = "tests: failing loudly is the point"
+    )]
+
+    use super::*;
+
+    fn fetcher(access: NetworkAccess) -> HttpFetcher {
+        HttpFetcher::new(None, false, FetchLimits::default(), access).unwrap()
+    }
+
+    /// A listener on loopback that no one accepts from: a connection attempt would
+    /// complete in the kernel and wait in its queue.
+    fn loopback_listener() -> (std::net::TcpListener, u16) {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        listener.set_nonblocking(true).unwrap();
+        let port = listener.local_addr().unwrap().port();
+        (listener, port)
+    }
+
+    fn assert_no_connection(listener: &std::net::TcpListener) {
+        match listener.accept() {
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+            Ok((_, peer)) => panic!("a connection from {peer} reached the listener"),
+            Err(e) => panic!("accept failed: {e}"),
+        }
+    }
+
+    /// Stops SSRF to loopback through the JWKS or discovery URL, by IP literal (in
+    /// several spellings) and by name: the fetch fails with `PrivateAddress` and
+    /// no connection reaches the listener.
+    #[tokio::test]
+    async fn public_only_fetcher_never_connects_to_loopback() {
+        let (listener, port) = loopback_listener();
+        let f = fetcher(NetworkAccess::PublicOnly);
+        for url in [
+            format!("https://127.0.0.1:{port}/jwks"),
+            format!("https://2130706433:{port}/jwks"),
+            format!("https://[::ffff:127.0.0.1]:{port}/jwks"),
+            format!("https://localhost:{port}/jwks"),
+        ] {
+            let e = f.get(&url).await.unwrap_err();
+            assert!(matches!(e, FetchError::PrivateAddress { .. }), "{url}: {e}");
+            assert_eq!(e.reason_code(), "jwks_private_address");
+            let text = e.to_string();
+            assert!(text.contains("loopback"), "{text}");
+            assert!(text.contains("allow_private_network"), "{text}");
+        }
+        assert_no_connection(&listener);
+    }
+
+    /// The control for the test above: with private networks allowed, the same
+    /// fetch does connect (and fails later, at TLS, as the listener speaks none).
+    #[tokio::test]
+    async fn private_allowed_fetcher_connects_to_loopback() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let f = fetcher(NetworkAccess::PrivateAllowed);
+        let url = format!("https://localhost:{port}/jwks");
+        let (result, accepted) = tokio::join!(f.get(&url), async {
+            let (stream, _) = listener.accept().await.unwrap();
+            drop(stream);
+        });
+        let () = accepted;
+        let e = result.unwrap_err();
+        assert!(matches!(e, FetchError::Transport { .. }), "{e}");
+    }
 }

@@ -10,11 +10,18 @@
 //! What it does not do: no policy, no replay tracking, no minting. It never follows
 //! redirects, never fetches over plain HTTP, and never dereferences URLs found in tokens.
 //!
-//! Layout: `fetch` (HTTP: discovery, JWKS, size and time limits), `store`
-//! ([`TrustStore`], the cache and refresh logic).
+//! It never connects to loopback, private, link-local or other non-public addresses
+//! for a trust that does not set `allow_private_network`, judging the addresses a
+//! name resolves to when it connects (see [`address`]).
+//!
+//! Layout: `address` (which peer addresses a fetch may reach: the SSRF guard),
+//! `fetch` (HTTP: discovery, JWKS, size and time limits), `store` ([`TrustStore`],
+//! the cache and refresh logic).
 
+pub mod address;
 mod fetch;
 mod store;
 
+pub use address::NetworkAccess;
 pub use fetch::{FetchError, FetchLimits, HttpFetcher};
 pub use store::{IssuerStatus, KeySource, TrustConfig, TrustError, TrustStore, TrustedIssuer};

@@ -8,6 +8,7 @@ use legate_core::jwk::{KeyLookup, KeySet, KeyWarning};
 use legate_core::text::escape_untrusted;
 use legate_core::{Clock, UnixSeconds, UnverifiedJwt, VerifiedClaims, VerifyError, VerifyRules};
 
+use crate::address::NetworkAccess;
 use crate::fetch::{FetchError, FetchLimits, HttpFetcher};
 
 /// Where an issuer's keys come from.
@@ -39,11 +40,15 @@ pub struct TrustConfig {
     pub stale_if_error_secs: u64,
     /// At most one fetch per this many seconds (unknown `kid`s, failures, schedule).
     pub min_refresh_gap_secs: u64,
+    /// Whether discovery and JWKS fetches may connect to loopback, private,
+    /// link-local and other non-public addresses. Off by default: a discovery
+    /// document (or DNS) pointing at Legate's own network is refused.
+    pub allow_private_network: bool,
 }
 
 impl TrustConfig {
     /// A config with the default refresh settings (15 min refresh, 24 h stale-if-error,
-    /// one fetch per 30 s at most).
+    /// one fetch per 30 s at most), fetching from public addresses only.
     pub fn new(name: impl Into<String>, rules: VerifyRules, source: KeySource) -> Self {
         Self {
             name: name.into(),
@@ -53,6 +58,7 @@ impl TrustConfig {
             refresh_interval_secs: 900,
             stale_if_error_secs: 86_400,
             min_refresh_gap_secs: 30,
+            allow_private_network: false,
         }
     }
 }
@@ -129,6 +135,9 @@ pub struct IssuerStatus {
     pub attempted: bool,
     /// The last fetch error, if the last fetch failed.
     pub last_error: Option<String>,
+    /// The last fetch error's stable code (`jwks_private_address`, `jwks_http_status`,
+    /// …; see [`FetchError::reason_code`]).
+    pub last_error_code: Option<&'static str>,
     /// Keys of the current set's document that were left out, and why (private
     /// material, `use: enc`, duplicate `kid`, unparseable, …). Escaped `kid`s only.
     pub ignored_keys: Vec<String>,
@@ -150,6 +159,7 @@ struct Gate {
 struct Health {
     attempted: bool,
     last_error: Option<String>,
+    last_error_code: Option<&'static str>,
     ignored_keys: Vec<String>,
 }
 
@@ -217,15 +227,20 @@ impl TrustStore {
             {
                 return Err(TrustError::Duplicate(config.name));
             }
+            let access = if config.allow_private_network {
+                NetworkAccess::PrivateAllowed
+            } else {
+                NetworkAccess::PublicOnly
+            };
             let fetcher = match config.source {
                 KeySource::Static(_) => None,
                 _ => Some(
-                    HttpFetcher::new(config.ca_pem.as_deref(), false, limits).map_err(|error| {
-                        TrustError::Setup {
+                    HttpFetcher::new(config.ca_pem.as_deref(), false, limits, access).map_err(
+                        |error| TrustError::Setup {
                             trust: config.name.clone(),
                             error,
-                        }
-                    })?,
+                        },
+                    )?,
                 ),
             };
             let issuer = Arc::new(TrustedIssuer {
@@ -299,6 +314,7 @@ impl TrustStore {
                 fetched_at,
                 attempted,
                 last_error: health.last_error,
+                last_error_code: health.last_error_code,
                 ignored_keys: health.ignored_keys,
             });
         }
@@ -435,13 +451,17 @@ impl TrustStore {
                     .await;
                 issuer.set_health(|h| {
                     h.last_error = None;
+                    h.last_error_code = None;
                     h.ignored_keys = warnings.iter().map(ToString::to_string).collect();
                 });
                 Some(snapshot)
             }
             Err(e) => {
                 tracing::warn!(trust = %name, error = %e, "jwks refresh failed; keeping the last good keys");
-                issuer.set_health(|h| h.last_error = Some(e.to_string()));
+                issuer.set_health(|h| {
+                    h.last_error = Some(e.to_string());
+                    h.last_error_code = Some(e.reason_code());
+                });
                 current
             }
         }
