@@ -17,6 +17,12 @@ pub const TOKEN_TYPE_JWT: &str = "urn:ietf:params:oauth:token-type:jwt";
 pub const TOKEN_TYPE_ID_TOKEN: &str = "urn:ietf:params:oauth:token-type:id_token";
 /// `token_type` of an issued token that is not an OAuth access token (RFC 8693 §2.2.1).
 pub const TOKEN_TYPE_NOT_APPLICABLE: &str = "N_A";
+/// RFC 8693 §3: an OAuth 2.0 access token (what Google and Entra issue).
+pub const TOKEN_TYPE_ACCESS_TOKEN: &str = "urn:ietf:params:oauth:token-type:access_token";
+/// Legate's token type for AWS credentials (the member `aws_credentials` holds them).
+pub const TOKEN_TYPE_AWS_CREDENTIALS: &str = "urn:legate:params:oauth:token-type:aws-credentials";
+/// RFC 6750 `token_type` of a bearer access token.
+pub const TOKEN_TYPE_BEARER: &str = "Bearer";
 /// The longest lifetime a client may request, in seconds.
 pub const MAX_REQUESTED_LIFETIME_SECS: u64 = 86_400;
 /// Name of Legate's parameter for the requested lifetime, in seconds.
@@ -291,10 +297,14 @@ pub struct TokenExchangeResponse {
     pub access_token: String,
     /// Its type URI.
     pub issued_token_type: &'static str,
-    /// `N_A`: the issued token is not an OAuth access token.
+    /// `N_A` when the issued token is not an OAuth access token, `Bearer` when it is.
     pub token_type: &'static str,
     /// Seconds until it expires.
     pub expires_in: u64,
+    /// AWS targets: the credentials in the shape of AWS `credential_process` output
+    /// (version 1).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub aws_credentials: Option<serde_json::Value>,
 }
 
 /// An error response (RFC 6749 §5.2), with Legate's request id for support.

@@ -444,6 +444,7 @@ async fn exchange(
         issued_token_type: MINTED_TOKEN_TYPE,
         token_type: TOKEN_TYPE_NOT_APPLICABLE,
         expires_in: u64::try_from(expires_at.saturating_sub(now)).unwrap_or(0),
+        aws_credentials: None,
     })
 }
 
