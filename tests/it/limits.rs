@@ -365,6 +365,21 @@ async fn connection_cap_holds_until_a_slot_frees() {
     assert!(got.ends_with("ok\n"), "{got}");
 }
 
+/// Stops oversized heads from pinning memory: a head larger than the 16 KiB
+/// read buffer is answered `431` and the connection closed.
+#[tokio::test]
+async fn oversized_head_is_refused_with_431() {
+    let f = Fixture::start().await;
+    let mut stream = TcpStream::connect(f.legate.addr).await.unwrap();
+    let head = format!(
+        "GET /healthz HTTP/1.1\r\nHost: legate\r\nX-Big: {}\r\n\r\n",
+        "a".repeat(20_000)
+    );
+    let _ = stream.write_all(head.as_bytes()).await;
+    let got = until_closed(&mut stream, b"").await;
+    assert!(got.starts_with("HTTP/1.1 431"), "{got:?}");
+}
+
 /// `GET /healthz` on `stream`, kept alive; returns the response.
 async fn healthz(stream: &mut TcpStream) -> String {
     stream

@@ -116,7 +116,7 @@ async fn serve(args: Args, dev: bool) -> anyhow::Result<ExitCode> {
     tokio::spawn(async move { warm.warm().await });
     tracing::info!(listen = %local, operator_listen = %operator_local, issuer = %state.public_url(), policies = state.policy_count(), "legate is serving");
     if dev {
-        eprintln!("{}", banner(&state));
+        eprintln!("{}", banner(&state, operator_local));
     }
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     tokio::spawn(async move {
@@ -162,7 +162,7 @@ fn check_dev_listen(dev: bool, listen: SocketAddr, allow: bool) -> Result<(), Li
     }
 }
 
-fn banner(state: &AppState) -> String {
+fn banner(state: &AppState, operator: SocketAddr) -> String {
     let url = state.public_url();
     format!(
         r#"
@@ -180,6 +180,9 @@ fn banner(state: &AppState) -> String {
         -d subject_token_type=urn:ietf:params:oauth:token-type:jwt \
         -d audience=demo-api -d requested_lifetime=300 \
         --data-urlencode "subject_token=$TOKEN"
+
+  Trust, policy set and counters (operator listener, {operator}):
+      legate status --url http://{operator}
 
   Audit events (one JSON line per exchange) follow on standard output. Ctrl-C stops.
 "#
