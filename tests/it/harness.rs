@@ -8,6 +8,9 @@
 //! builds the state, optionally warms the trust store, and serves.
 //! [`Fixture`] is the common case: one test PKI, one [`TestIssuer`] publishing
 //! key "a", and Legate trusting it as `ci` with the standard policy.
+//! Each [`Legate`] also serves its operator listener (`/status`) on its own
+//! ephemeral port ([`Legate::operator`]) and can be shut down gracefully
+//! ([`Legate::shut_down`]).
 
 #![allow(
     dead_code,
@@ -22,6 +25,7 @@
 )]
 
 use std::fmt::Write as _;
+use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
@@ -277,6 +281,8 @@ pub struct Setup {
     pub fetch_limits: Option<legate_trust::FetchLimits>,
     /// `server.trusted_proxies` (CIDRs).
     pub trusted_proxies: Vec<String>,
+    /// More `[server]` keys, as (key, TOML value): see [`Setup::server_key`].
+    pub server: Vec<(String, String)>,
     /// TOML appended to the file (e.g. `[state]` or `[audit]` tables).
     pub extra_toml: String,
     /// When set, the audit sink blocks while the gate is closed (a stalled disk).
@@ -338,7 +344,15 @@ impl Setup {
             trusted_proxies: Vec::new(),
             extra_toml: String::new(),
             audit_gate: None,
+            server: Vec::new(),
         }
+    }
+
+    /// Sets `[server] key = value` (`value` written as TOML: numbers as they are,
+    /// strings quoted by the caller).
+    pub fn server_key(&mut self, key: &str, value: impl std::fmt::Display) -> &mut Self {
+        self.server.push((key.to_owned(), value.to_string()));
+        self
     }
 }
 
@@ -503,15 +517,24 @@ pub struct Legate {
     pub audit: Arc<MemorySink>,
     pub state: AppState,
     pub client: Client,
+    /// The public listener's address (for raw TCP clients).
+    pub addr: SocketAddr,
+    /// A client of the operator listener (`/status`), on its own ephemeral port.
+    pub operator: Client,
     /// The configuration file as written.
     pub config_toml: String,
-    task: JoinHandle<()>,
+    task: Option<JoinHandle<std::io::Result<()>>>,
+    operator_task: JoinHandle<std::io::Result<()>>,
+    stop: tokio::sync::watch::Sender<bool>,
     dir: tempfile::TempDir,
 }
 
 impl Drop for Legate {
     fn drop(&mut self) {
-        self.task.abort();
+        if let Some(task) = &self.task {
+            task.abort();
+        }
+        self.operator_task.abort();
     }
 }
 
@@ -521,8 +544,16 @@ impl Legate {
     /// verify in PyJWT), warms it if asked, and serves.
     pub async fn start(setup: &Setup) -> Legate {
         let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind legate");
-        let port = listener.local_addr().expect("local addr").port();
+        let addr = listener.local_addr().expect("local addr");
+        let port = addr.port();
         let url = format!("http://127.0.0.1:{port}");
+        let operator_listener = TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind the operator listener");
+        let operator_url = format!(
+            "http://{}",
+            operator_listener.local_addr().expect("operator local addr")
+        );
 
         let dir = tempfile::tempdir().expect("tempdir");
         let policy_dir = dir.path().join("policies");
@@ -541,6 +572,9 @@ impl Legate {
              [issuer]\nephemeral_key = true\n\n[policy]\ndir = \"policies\"\n",
             quote(&url)
         );
+        for (key, value) in &setup.server {
+            toml = toml.replacen("\n\n[issuer]", &format!("\n{key} = {value}\n\n[issuer]"), 1);
+        }
         if !setup.trusted_proxies.is_empty() {
             toml = toml.replacen(
                 "\n\n[issuer]",
@@ -580,24 +614,50 @@ impl Legate {
         if setup.warm {
             state.warm().await;
         }
-        let task = {
-            let state = state.clone();
-            tokio::spawn(async move {
-                legate_server::run(listener, state, std::future::pending())
-                    .await
-                    .expect("legate server");
-            })
+        let (stop, stopped) = tokio::sync::watch::channel(false);
+        let until_stopped = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
+            let _ = rx.wait_for(|stop| *stop).await;
         };
+        let task = tokio::spawn(legate_server::run(
+            listener,
+            state.clone(),
+            until_stopped(stopped.clone()),
+        ));
+        let operator_task = tokio::spawn(legate_server::run_operator(
+            operator_listener,
+            state.clone(),
+            until_stopped(stopped),
+        ));
         Legate {
             client: Client::new(url.clone()),
             url,
             clock,
             audit,
             state,
+            addr,
+            operator: Client::new(operator_url),
             config_toml: toml,
-            task,
+            task: Some(task),
+            operator_task,
+            stop,
             dir,
         }
+    }
+
+    /// Sends the shutdown signal to both listeners (as SIGTERM does in `legate serve`).
+    pub fn begin_shutdown(&self) {
+        self.stop.send_replace(true);
+    }
+
+    /// [`begin_shutdown`](Self::begin_shutdown), then waits (at most `within`) for the
+    /// public listener's `run` to return, and returns what it returned.
+    pub async fn shut_down(&mut self, within: Duration) -> std::io::Result<()> {
+        self.begin_shutdown();
+        let task = self.task.take().expect("shut down once");
+        tokio::time::timeout(within, task)
+            .await
+            .expect("run returns after the shutdown grace period")
+            .expect("the server task does not panic")
     }
 
     /// Legate's current (manual) time.

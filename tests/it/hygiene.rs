@@ -77,21 +77,21 @@ impl Logs {
     }
 }
 
-/// The trust's last fetch error as operators see it on `/readyz`.
+/// The trust's last fetch error as operators see it on `/status`.
 async fn last_error(f: &Fixture) -> String {
-    let ready = f.legate.client.get("/readyz").await;
+    let ready = f.legate.operator.get("/status").await;
     ready.json["issuers"][0]["last_error"]
         .as_str()
-        .unwrap_or_else(|| panic!("no last_error on /readyz: {}", ready.text))
+        .unwrap_or_else(|| panic!("no last_error on /status: {}", ready.text))
         .to_owned()
 }
 
-/// The keys the trust's current document had left out, as `/readyz` shows them.
+/// The keys the trust's current document had left out, as `/status` shows them.
 async fn ignored_keys(f: &Fixture) -> Vec<String> {
-    let ready = f.legate.client.get("/readyz").await;
+    let ready = f.legate.operator.get("/status").await;
     ready.json["issuers"][0]["ignored_keys"]
         .as_array()
-        .unwrap_or_else(|| panic!("no ignored_keys on /readyz: {}", ready.text))
+        .unwrap_or_else(|| panic!("no ignored_keys on /status: {}", ready.text))
         .iter()
         .map(|v| v.as_str().unwrap().to_owned())
         .collect()
@@ -304,7 +304,7 @@ async fn jwks_5xx_during_rotation_keeps_old_keys_working() {
     f.issuer.set_jwks_mode(Mode::Up);
     let (status, body) = present_rotated_key(&f, &b).await;
     assert_eq!(status, 200, "the new key after recovery: {body}");
-    let ready = f.legate.client.get("/readyz").await;
+    let ready = f.legate.operator.get("/status").await;
     assert_eq!(ready.json["issuers"][0]["last_error"], Value::Null);
 }
 
@@ -404,7 +404,7 @@ async fn one_unparseable_key_does_not_spoil_the_rest() {
     assert_eq!(status, 200, "the good key is used: {body}");
     let ignored = ignored_keys(&f).await;
     assert_eq!(ignored.len(), 3, "{ignored:?}");
-    let ready = f.legate.client.get("/readyz").await;
+    let ready = f.legate.operator.get("/status").await;
     assert_eq!(ready.json["issuers"][0]["keys"], 1, "{}", ready.text);
 }
 

@@ -6,7 +6,8 @@
 //!   outages, redirects, slow drip, request counters);
 //! - [`harness`]: Legate in-process with a manual clock and in-memory audit;
 //! - the test modules, one per concern: [`attacks`], [`exchange`], [`hygiene`],
-//!   [`mock_provider`], [`keys`], [`proxy`], [`replay`], [`routing`], [`wire`].
+//!   [`limits`], [`mock_provider`], [`keys`], [`operator`], [`proxy`], [`replay`],
+//!   [`routing`], [`wire`].
 
 mod harness;
 mod issuer;
@@ -16,7 +17,9 @@ mod attacks;
 mod exchange;
 mod hygiene;
 mod keys;
+mod limits;
 mod mock_provider;
+mod operator;
 mod proxy;
 mod replay;
 mod robustness;

@@ -338,7 +338,9 @@ async fn readyz_turns_200_once_upstream_keys_were_fetched() {
     let ready = legate.client.get("/readyz").await;
     assert_eq!(ready.status, 200, "{}", ready.text);
     assert_eq!(ready.json["ready"], true);
-    let status = &ready.json["issuers"][0];
+    let operator = legate.operator.get("/status").await;
+    assert_eq!(operator.json["ready"], true, "{}", operator.text);
+    let status = &operator.json["issuers"][0];
     assert_eq!(status["name"], "ci");
     assert_eq!(status["issuer"], issuer.issuer.as_str());
     assert_eq!(status["keys"], 1);

@@ -109,6 +109,8 @@ pub struct PolicyEngine {
     /// Policy id → file name.
     files: BTreeMap<String, String>,
     warnings: Vec<String>,
+    /// See [`PolicyEngine::set_hash`].
+    set_hash: String,
 }
 
 #[derive(Debug)]
@@ -185,7 +187,9 @@ impl PolicyEngine {
         let (schema, mut warnings) = load::parse_schema(schema_src)?;
         let parsed = load::parse_policies(policies)?;
         warnings.extend(load::validate(schema, schema_src, &parsed, policies)?);
-        Self::assemble(parsed, targets, trusts, warnings)
+        let mut engine = Self::assemble(parsed, targets, trusts, warnings)?;
+        engine.set_hash = policy_set_hash(policies);
+        Ok(engine)
     }
 
     /// Reads `dir/*.cedar` (sorted by name) and `dir/legate.cedarschema`, then
@@ -248,6 +252,12 @@ impl PolicyEngine {
     /// scope names a trust or target that is not configured (they never apply).
     pub fn warnings(&self) -> &[String] {
         &self.warnings
+    }
+
+    /// SHA-256 (lowercase hex) of the policy texts, by file name: the same files give
+    /// the same hash, so operators can tell which policy set a replica runs.
+    pub fn set_hash(&self) -> &str {
+        &self.set_hash
     }
 
     /// The number of policies evaluated for (trust, target), if both are known.
@@ -354,6 +364,7 @@ impl PolicyEngine {
             },
             files: parsed.files,
             warnings,
+            set_hash: String::new(),
         })
     }
 
@@ -492,6 +503,21 @@ fn decide(response: &Response, policies: &PolicySet) -> Decision {
     }
 }
 
+/// SHA-256 over `(file name, text)` pairs sorted by name, each field length-prefixed so
+/// that no two different sets frame to the same bytes.
+fn policy_set_hash(policies: &[(String, String)]) -> String {
+    let mut sorted: Vec<&(String, String)> = policies.iter().collect();
+    sorted.sort();
+    let mut ctx = aws_lc_rs::digest::Context::new(&aws_lc_rs::digest::SHA256);
+    for (name, text) in sorted {
+        for field in [name, text] {
+            ctx.update(&(field.len() as u64).to_be_bytes());
+            ctx.update(field.as_bytes());
+        }
+    }
+    hex::encode(ctx.finish())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -546,6 +572,41 @@ mod tests {
             requested_lifetime: 60,
             issued_lifetime: 60,
         }
+    }
+
+    /// Stops two replicas running different policy sets from reporting the same hash
+    /// (and the same set from reporting two): file order does not matter, a byte does,
+    /// and moving text from one file to the next changes the framing.
+    #[test]
+    fn set_hash_identifies_the_policy_texts() {
+        let load = |files: &[(&str, &str)]| {
+            let files: Vec<(String, String)> = files
+                .iter()
+                .map(|(n, t)| ((*n).to_owned(), (*t).to_owned()))
+                .collect();
+            PolicyEngine::from_sources(
+                crate::BUNDLED_SCHEMA,
+                &files,
+                &targets(),
+                &TRUSTS.map(String::from),
+            )
+            .unwrap()
+            .set_hash()
+            .to_owned()
+        };
+        let a = "@id(\"a\") permit(principal, action, resource);";
+        let b = "@id(\"b\") forbid(principal, action, resource);";
+        let base = load(&[("a.cedar", a), ("b.cedar", b)]);
+        assert_eq!(base.len(), 64);
+        assert_eq!(base, load(&[("b.cedar", b), ("a.cedar", a)]));
+        assert_ne!(
+            base,
+            load(&[("a.cedar", a), ("b.cedar", &b.replace("forbid", "permit"))])
+        );
+        assert_ne!(
+            base,
+            load(&[("a.cedar", &format!("{a}\n{b}")), ("b.cedar", "")])
+        );
     }
 
     #[test]

@@ -122,6 +122,7 @@ pub(crate) struct Inner {
     pub(crate) demo: Option<DemoIssuer>,
     pub(crate) listen: std::net::SocketAddr,
     pub(crate) public_url: String,
+    pub(crate) server: Arc<crate::serve::ServerStats>,
 }
 
 impl AppState {
@@ -266,6 +267,9 @@ impl AppState {
                 demo,
                 listen: config.server.listen,
                 public_url: config.server.public_url.clone(),
+                server: Arc::new(crate::serve::ServerStats::new(
+                    crate::serve::ServerLimits::from_config(&config.server),
+                )),
             }),
         })
     }
@@ -303,6 +307,11 @@ impl AppState {
     /// The number of loaded policies.
     pub fn policy_count(&self) -> usize {
         self.inner.policy.policy_count()
+    }
+
+    /// The public listener's limits and counters.
+    pub fn server_stats(&self) -> &crate::serve::ServerStats {
+        &self.inner.server
     }
 }
 

@@ -83,6 +83,23 @@ pub struct ServerConfig {
     pub public_url: String,
     /// Proxies whose `X-Forwarded-For` is believed.
     pub trusted_proxies: Vec<IpNet>,
+    /// Open connections on the public listener; at the cap Legate stops accepting.
+    pub max_connections: usize,
+    /// Requests being handled at once; beyond it, `503 temporarily_unavailable`.
+    pub max_in_flight: usize,
+    /// Time a request head may take to arrive, from its first byte (from the accept on
+    /// a new connection).
+    pub header_read_timeout_secs: u64,
+    /// Time a request body may take to arrive, from the end of its head.
+    pub body_read_timeout_secs: u64,
+    /// Time a kept-alive connection may wait for its next request.
+    pub idle_timeout_secs: u64,
+    /// Time one request may take, body and handling, from the end of its head.
+    pub request_timeout_secs: u64,
+    /// Time in-flight requests get to finish after a shutdown signal.
+    pub shutdown_grace_secs: u64,
+    /// The operator listener (`/status`): loopback unless an operator network is meant.
+    pub operator_listen: SocketAddr,
 }
 
 /// `[issuer]`.
@@ -216,11 +233,62 @@ struct RawServer {
     public_url: Spanned<String>,
     #[serde(default)]
     trusted_proxies: Vec<Spanned<String>>,
+    #[serde(default = "default_max_connections")]
+    max_connections: Spanned<u64>,
+    #[serde(default = "default_max_in_flight")]
+    max_in_flight: Spanned<u64>,
+    #[serde(default = "default_header_read_timeout")]
+    header_read_timeout_secs: Spanned<u64>,
+    #[serde(default = "default_body_read_timeout")]
+    body_read_timeout_secs: Spanned<u64>,
+    #[serde(default = "default_idle_timeout")]
+    idle_timeout_secs: Spanned<u64>,
+    #[serde(default = "default_request_timeout")]
+    request_timeout_secs: Spanned<u64>,
+    #[serde(default = "default_shutdown_grace")]
+    shutdown_grace_secs: Spanned<u64>,
+    #[serde(default = "default_operator_listen")]
+    operator_listen: Spanned<String>,
 }
 
 fn default_listen() -> Spanned<String> {
     Spanned::new(0..0, "127.0.0.1:8080".to_owned())
 }
+fn default_operator_listen() -> Spanned<String> {
+    Spanned::new(0..0, "127.0.0.1:9464".to_owned())
+}
+fn default_max_connections() -> Spanned<u64> {
+    Spanned::new(0..0, 4096)
+}
+fn default_max_in_flight() -> Spanned<u64> {
+    Spanned::new(0..0, 1024)
+}
+fn default_header_read_timeout() -> Spanned<u64> {
+    Spanned::new(0..0, 5)
+}
+fn default_body_read_timeout() -> Spanned<u64> {
+    Spanned::new(0..0, 10)
+}
+fn default_idle_timeout() -> Spanned<u64> {
+    Spanned::new(0..0, 60)
+}
+fn default_request_timeout() -> Spanned<u64> {
+    Spanned::new(0..0, 30)
+}
+fn default_shutdown_grace() -> Spanned<u64> {
+    Spanned::new(0..0, 20)
+}
+
+/// The accepted range of each numeric `[server]` limit: (key, min, max).
+const SERVER_LIMIT_RANGES: [(&str, u64, u64); 7] = [
+    ("max_connections", 1, 1_000_000),
+    ("max_in_flight", 1, 1_000_000),
+    ("header_read_timeout_secs", 1, 300),
+    ("body_read_timeout_secs", 1, 600),
+    ("idle_timeout_secs", 1, 3600),
+    ("request_timeout_secs", 1, 600),
+    ("shutdown_grace_secs", 0, 3600),
+];
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -613,10 +681,62 @@ impl Checker<'_> {
                 })?;
             trusted_proxies.push(net);
         }
+        let limits = [
+            &raw.max_connections,
+            &raw.max_in_flight,
+            &raw.header_read_timeout_secs,
+            &raw.body_read_timeout_secs,
+            &raw.idle_timeout_secs,
+            &raw.request_timeout_secs,
+            &raw.shutdown_grace_secs,
+        ];
+        for (value, (key, min, max)) in limits.into_iter().zip(SERVER_LIMIT_RANGES) {
+            if !(min..=max).contains(value.get_ref()) {
+                return Err(self.err(
+                    value.span(),
+                    format!("server.{key}"),
+                    format!("must be between {min} and {max}"),
+                ));
+            }
+        }
+        if raw.max_in_flight.get_ref() > raw.max_connections.get_ref() {
+            return Err(self.err(
+                raw.max_in_flight.span(),
+                "server.max_in_flight",
+                "must not exceed `max_connections` (each connection carries one request at a time)",
+            ));
+        }
+        let operator_listen = raw
+            .operator_listen
+            .get_ref()
+            .parse::<SocketAddr>()
+            .map_err(|e| {
+                self.err(
+                    raw.operator_listen.span(),
+                    "server.operator_listen",
+                    format!("not a socket address: {e}"),
+                )
+            })?;
+        if operator_listen == listen && listen.port() != 0 {
+            return Err(self.err(
+                raw.operator_listen.span(),
+                "server.operator_listen",
+                "must differ from `listen`: the operator endpoints are not public",
+            ));
+        }
+        let usize_of = |v: &Spanned<u64>| usize::try_from(*v.get_ref()).unwrap_or(usize::MAX);
         Ok(ServerConfig {
             listen,
             public_url: url.clone(),
             trusted_proxies,
+            max_connections: usize_of(&raw.max_connections),
+            max_in_flight: usize_of(&raw.max_in_flight),
+            header_read_timeout_secs: *raw.header_read_timeout_secs.get_ref(),
+            body_read_timeout_secs: *raw.body_read_timeout_secs.get_ref(),
+            idle_timeout_secs: *raw.idle_timeout_secs.get_ref(),
+            request_timeout_secs: *raw.request_timeout_secs.get_ref(),
+            shutdown_grace_secs: *raw.shutdown_grace_secs.get_ref(),
+            operator_listen,
         })
     }
 
@@ -1042,6 +1162,109 @@ labels = { env = "prod" }
     fn policies_must_be_chosen_explicitly() {
         let e = load(&GOOD.replace("[policy]\nbundled = true\n", "")).unwrap_err();
         assert_eq!(e.key.as_deref(), Some("policy.dir"));
+    }
+
+    #[test]
+    fn server_limits_default_to_the_documented_values() {
+        let s = load(GOOD).unwrap().server;
+        assert_eq!((s.max_connections, s.max_in_flight), (4096, 1024));
+        assert_eq!(
+            (
+                s.header_read_timeout_secs,
+                s.body_read_timeout_secs,
+                s.idle_timeout_secs,
+                s.request_timeout_secs,
+                s.shutdown_grace_secs
+            ),
+            (5, 10, 60, 30, 20)
+        );
+        assert_eq!(s.operator_listen, "127.0.0.1:9464".parse().unwrap());
+    }
+
+    #[test]
+    fn server_limits_are_read() {
+        let src = GOOD.replace(
+            "trusted_proxies =",
+            "max_connections = 10\nmax_in_flight = 2\nheader_read_timeout_secs = 1\n\
+             body_read_timeout_secs = 2\nidle_timeout_secs = 3\nrequest_timeout_secs = 4\n\
+             shutdown_grace_secs = 0\noperator_listen = \"[::1]:9000\"\ntrusted_proxies =",
+        );
+        let s = load(&src).unwrap().server;
+        assert_eq!((s.max_connections, s.max_in_flight), (10, 2));
+        assert_eq!(
+            (
+                s.header_read_timeout_secs,
+                s.body_read_timeout_secs,
+                s.idle_timeout_secs,
+                s.request_timeout_secs,
+                s.shutdown_grace_secs
+            ),
+            (1, 2, 3, 4, 0)
+        );
+        assert_eq!(s.operator_listen, "[::1]:9000".parse().unwrap());
+    }
+
+    /// Stops a limit that disables itself (a zero deadline or cap, or one so large it
+    /// bounds nothing) from loading: each is refused with its file, line and key.
+    #[test]
+    fn server_limits_out_of_range_name_file_line_and_key() {
+        for (key, bad) in [
+            ("max_connections", "0"),
+            ("max_connections", "1000001"),
+            ("max_in_flight", "0"),
+            ("header_read_timeout_secs", "0"),
+            ("header_read_timeout_secs", "301"),
+            ("body_read_timeout_secs", "0"),
+            ("idle_timeout_secs", "0"),
+            ("idle_timeout_secs", "3601"),
+            ("request_timeout_secs", "0"),
+            ("shutdown_grace_secs", "3601"),
+        ] {
+            let src = GOOD.replace(
+                "trusted_proxies =",
+                &format!("{key} = {bad}\ntrusted_proxies ="),
+            );
+            let e = load(&src).unwrap_err();
+            assert_eq!(
+                e.key.as_deref(),
+                Some(format!("server.{key}").as_str()),
+                "{e}"
+            );
+            assert_eq!(
+                e.line,
+                Some(src.lines().position(|l| l.starts_with(key)).unwrap() + 1),
+                "{e}"
+            );
+            assert!(e.to_string().contains("must be between"), "{e}");
+        }
+        let e = load(&GOOD.replace(
+            "trusted_proxies =",
+            "max_connections = 5\nmax_in_flight = 6\ntrusted_proxies =",
+        ))
+        .unwrap_err();
+        assert_eq!(e.key.as_deref(), Some("server.max_in_flight"), "{e}");
+        let e = load(&GOOD.replace(
+            "trusted_proxies =",
+            "max_connections = -1\ntrusted_proxies =",
+        ))
+        .unwrap_err();
+        assert_eq!(e.key.as_deref(), Some("server.max_connections"), "{e}");
+    }
+
+    #[test]
+    fn operator_listen_must_be_an_address_other_than_listen() {
+        let with = |value: &str| {
+            GOOD.replace(
+                "trusted_proxies =",
+                &format!("operator_listen = \"{value}\"\ntrusted_proxies ="),
+            )
+        };
+        let e = load(&with("localhost:9464")).unwrap_err();
+        assert_eq!(e.key.as_deref(), Some("server.operator_listen"), "{e}");
+        assert!(e.line.is_some());
+        let same = with("127.0.0.1:8443").replace("127.0.0.1:0", "127.0.0.1:8443");
+        let e = load(&same).unwrap_err();
+        assert_eq!(e.key.as_deref(), Some("server.operator_listen"), "{e}");
     }
 
     #[test]

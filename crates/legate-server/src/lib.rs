@@ -4,6 +4,9 @@
 //! state once ([`AppState`]), and serves the API with axum: `POST /token` (RFC 8693),
 //! Legate's OIDC discovery document and JWKS, `/healthz`, `/readyz`, and, in
 //! development mode only, the demo issuer. Every exchange leaves one audit event.
+//! A second, operator listener ([`run_operator`]) serves `/status`: the trust list,
+//! fetch errors, the policy set's hash and the server's counters, which the public
+//! listener never shows.
 //!
 //! What it does not do: no verification, policy or signing logic of its own — it wires
 //! `legate-trust`, `legate-policy`, `legate-state` and `legate-sts` together in the
@@ -11,7 +14,8 @@
 //!
 //! Layout: [`config`] (file → typed config), [`app`] (state), [`token`] (the exchange
 //! handler), [`error`] (`ApiError`), [`audit`], [`net`] (client address), [`clock`],
-//! [`dev`] (demo issuer), and this file (router and [`run`]).
+//! [`dev`] (demo issuer), [`serve`] (the accept loop and its limits), and this file
+//! (routers, [`run`] and [`run_operator`]).
 
 pub mod app;
 pub mod audit;
@@ -22,10 +26,11 @@ pub mod error;
 #[doc(hidden)]
 pub mod fuzz_logic;
 pub mod net;
+pub mod serve;
 pub mod token;
 
 use std::future::Future;
-use std::net::SocketAddr;
+use std::sync::Arc;
 
 use axum::extract::{DefaultBodyLimit, State};
 use axum::http::{HeaderValue, StatusCode, header};
@@ -55,16 +60,38 @@ pub fn router(state: AppState) -> Router {
         .with_state(state)
 }
 
-/// Serves `state` on `listener` until `shutdown` completes.
+/// The operator router over `state`: `GET /status`.
+///
+/// SECURITY: what it shows (issuer URLs, key counts, fetch errors, the policy set's
+/// hash) helps an attacker aim; serve it only on the operator listener.
+pub fn operator_router(state: AppState) -> Router {
+    Router::new()
+        .route("/status", get(status))
+        .with_state(state)
+}
+
+/// Serves `state` on `listener` until `shutdown` completes, under the limits of
+/// `[server]` (see [`serve`]); then stops accepting and lets requests in flight finish
+/// for up to `shutdown_grace_secs`. Handlers see the peer as `ConnectInfo<SocketAddr>`.
 pub async fn run(
     listener: tokio::net::TcpListener,
     state: AppState,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    let app = router(state).into_make_service_with_connect_info::<SocketAddr>();
-    axum::serve(listener, app)
-        .with_graceful_shutdown(shutdown)
-        .await
+    let stats = state.inner.server.clone();
+    serve::serve(listener, router(state), stats, shutdown, Some("/healthz")).await
+}
+
+/// Serves [`operator_router`] on `listener` until `shutdown` completes, with the public
+/// deadlines and the small caps of [`serve::ServerLimits::operator`].
+pub async fn run_operator(
+    listener: tokio::net::TcpListener,
+    state: AppState,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    let limits = serve::ServerLimits::operator(state.inner.server.limits());
+    let stats = Arc::new(serve::ServerStats::new(limits));
+    serve::serve(listener, operator_router(state), stats, shutdown, None).await
 }
 
 fn json_document(body: &str, max_age: &'static str) -> Response {
@@ -90,20 +117,52 @@ async fn healthz() -> &'static str {
     "ok\n"
 }
 
+/// Ready or not, and nothing else.
+///
+/// SECURITY: this answer is public. Which issuers are trusted, their key ids and fetch
+/// errors, and which policies run are on the operator listener's `/status` only.
 async fn readyz(State(state): State<AppState>) -> Response {
-    let issuers = state.inner.trust.status().await;
     let ready = state.inner.trust.all_attempted();
-    let body = serde_json::json!({
-        "ready": ready,
-        "policies": state.inner.policy.policy_count(),
-        "issuers": issuers,
-    });
     let status = if ready {
         StatusCode::OK
     } else {
         StatusCode::SERVICE_UNAVAILABLE
     };
-    (status, Json(body)).into_response()
+    let mut response = (status, Json(serde_json::json!({ "ready": ready }))).into_response();
+    response
+        .headers_mut()
+        .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    response
+}
+
+/// The operator's view: readiness, each issuer's key status, the policy set, the
+/// public listener's limits and counters.
+async fn status(State(state): State<AppState>) -> Response {
+    use std::sync::atomic::Ordering;
+    let issuers = state.inner.trust.status().await;
+    let audit = &state.inner.audit;
+    let body = serde_json::json!({
+        "version": env!("CARGO_PKG_VERSION"),
+        "ready": state.inner.trust.all_attempted(),
+        "issuers": issuers,
+        "policy": {
+            "count": state.inner.policy.policy_count(),
+            "set_sha256": state.inner.policy.set_hash(),
+        },
+        "server": state.inner.server.snapshot(),
+        "audit": {
+            "queue_depth": audit.depth(),
+            "queue_capacity": audit.capacity(),
+            "written": audit.stats().written.load(Ordering::Relaxed),
+            "refused_queue_full": audit.stats().refused_queue_full.load(Ordering::Relaxed),
+            "dropped_queue_full": audit.stats().dropped_queue_full.load(Ordering::Relaxed),
+        },
+    });
+    let mut response = Json(body).into_response();
+    response
+        .headers_mut()
+        .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    response
 }
 
 async fn demo_token(State(state): State<AppState>, body: axum::body::Bytes) -> Response {

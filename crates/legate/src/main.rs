@@ -1,13 +1,15 @@
 //! `legate`: the cross-cloud workload identity federation gateway.
 //!
-//! One binary, one file per subcommand: `serve` (run the gateway), `config check`,
-//! `policy validate|test`, `token decode`, `demo` (walk a newcomer through an exchange
-//! against a development-mode server).
+//! One binary, one file per subcommand: `serve` (run the gateway), `status` (ask a
+//! running gateway's operator listener), `config check`, `policy validate|test`,
+//! `token decode`, `demo` (walk a newcomer through an exchange against a
+//! development-mode server).
 
 mod config_cmd;
 mod demo;
 mod policy;
 mod serve;
+mod status;
 mod token;
 
 use std::process::ExitCode;
@@ -26,6 +28,8 @@ struct Cli {
 enum Command {
     /// Run the gateway (without --config: development mode with a demo issuer).
     Serve(serve::Args),
+    /// Show a running gateway's status (trust, policy set, limits) from its operator listener.
+    Status(status::Args),
     /// Check configuration files.
     #[command(subcommand)]
     Config(config_cmd::Command),
@@ -45,6 +49,7 @@ fn main() -> ExitCode {
     let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
     let result = match cli.command {
         Command::Serve(args) => serve::run(args),
+        Command::Status(args) => status::run(args),
         Command::Config(cmd) => config_cmd::run(cmd),
         Command::Policy(cmd) => policy::run(cmd),
         Command::Token(cmd) => token::run(cmd),

@@ -2,7 +2,11 @@
 //!
 //! With `--config FILE`, production mode. Without it, development mode: the embedded
 //! configuration (in-memory state, an ephemeral signing key, the bundled example
-//! policies) plus the demo issuer, and a banner of commands to try.
+//! policies) plus the demo issuer, and a banner of commands to try. Development mode
+//! listens on loopback only unless `--allow-non-loopback` is given.
+//!
+//! Two listeners: the public one (`[server] listen`) and the operator one
+//! (`[server] operator_listen`, `/status`); one shutdown signal stops both.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -23,6 +27,13 @@ pub struct Args {
     /// Override the listen address (development mode also derives its public URL from it).
     #[arg(long)]
     listen: Option<SocketAddr>,
+    /// Override the operator listener's address (`[server] operator_listen`).
+    #[arg(long)]
+    operator_listen: Option<SocketAddr>,
+    /// Development mode only: listen on a non-loopback address although the demo
+    /// issuer then signs tokens Legate accepts for anyone who can reach it.
+    #[arg(long)]
+    allow_non_loopback: bool,
     /// Log format on standard error (audit events always go to the audit sink as JSON).
     #[arg(long, value_enum, default_value = "auto")]
     log_format: LogFormat,
@@ -70,10 +81,29 @@ async fn serve(args: Args, dev: bool) -> anyhow::Result<ExitCode> {
     if let Some(listen) = args.listen {
         cfg.server.listen = listen;
     }
+    if let Some(listen) = args.operator_listen {
+        cfg.server.operator_listen = listen;
+    }
+    check_dev_listen(dev, cfg.server.listen, args.allow_non_loopback)?;
     let listener = tokio::net::TcpListener::bind(cfg.server.listen)
         .await
         .with_context(|| format!("binding {}", cfg.server.listen))?;
     let local = listener.local_addr()?;
+    let operator_listener = tokio::net::TcpListener::bind(cfg.server.operator_listen)
+        .await
+        .with_context(|| {
+            format!(
+                "binding the operator listener {} (`[server] operator_listen`, `--operator-listen`)",
+                cfg.server.operator_listen
+            )
+        })?;
+    let operator_local = operator_listener.local_addr()?;
+    if !operator_local.ip().is_loopback() {
+        tracing::warn!(
+            operator_listen = %operator_local,
+            "the operator listener is not on loopback: /status shows the trust list, fetch errors and the policy set's hash to whoever reaches it"
+        );
+    }
     if dev {
         // The issuer URL must be where clients reach us; in development that is the
         // loopback address we actually bound.
@@ -84,16 +114,55 @@ async fn serve(args: Args, dev: bool) -> anyhow::Result<ExitCode> {
     let state = AppState::build(&cfg, opts).map_err(|e| anyhow::anyhow!("{e}"))?;
     let warm = state.clone();
     tokio::spawn(async move { warm.warm().await });
-    tracing::info!(listen = %local, issuer = %state.public_url(), policies = state.policy_count(), "legate is serving");
+    tracing::info!(listen = %local, operator_listen = %operator_local, issuer = %state.public_url(), policies = state.policy_count(), "legate is serving");
     if dev {
-        eprintln!("{}", banner(&state));
+        eprintln!("{}", banner(&state, operator_local));
     }
-    legate_server::run(listener, state, shutdown_signal()).await?;
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    tokio::spawn(async move {
+        shutdown_signal().await;
+        let _ = stop_tx.send(true);
+    });
+    let stopped = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
+        let _ = rx.wait_for(|stop| *stop).await;
+    };
+    let (public, operator) = tokio::join!(
+        legate_server::run(listener, state.clone(), stopped(stop_rx.clone())),
+        legate_server::run_operator(operator_listener, state, stopped(stop_rx)),
+    );
+    public.context("public listener")?;
+    operator.context("operator listener")?;
     tracing::info!("legate stopped");
     Ok(ExitCode::SUCCESS)
 }
 
-fn banner(state: &AppState) -> String {
+/// Why `legate serve` refuses its listen address.
+#[derive(Debug, thiserror::Error)]
+pub enum ListenError {
+    /// Development mode on a non-loopback address without the explicit opt-in.
+    #[error(
+        "development mode refuses to listen on `{0}`: its demo issuer signs tokens Legate accepts, \
+         for anyone who can reach it; listen on loopback (127.0.0.1 or [::1]), run with \
+         --config, or pass --allow-non-loopback if this network is yours alone"
+    )]
+    DevNonLoopback(SocketAddr),
+    /// `--allow-non-loopback` outside development mode.
+    #[error("--allow-non-loopback applies to development mode only (without --config)")]
+    AllowOutsideDev,
+}
+
+/// SECURITY: in development mode the demo issuer mints tokens that Legate accepts and
+/// exchanges; on a reachable address anyone could mint them. Refuse unless the operator
+/// says so explicitly.
+fn check_dev_listen(dev: bool, listen: SocketAddr, allow: bool) -> Result<(), ListenError> {
+    match (dev, allow) {
+        (false, true) => Err(ListenError::AllowOutsideDev),
+        (true, false) if !listen.ip().is_loopback() => Err(ListenError::DevNonLoopback(listen)),
+        _ => Ok(()),
+    }
+}
+
+fn banner(state: &AppState, operator: SocketAddr) -> String {
     let url = state.public_url();
     format!(
         r#"
@@ -111,6 +180,9 @@ fn banner(state: &AppState) -> String {
         -d subject_token_type=urn:ietf:params:oauth:token-type:jwt \
         -d audience=demo-api -d requested_lifetime=300 \
         --data-urlencode "subject_token=$TOKEN"
+
+  Trust, policy set and counters (operator listener, {operator}):
+      legate status --url http://{operator}
 
   Audit events (one JSON line per exchange) follow on standard output. Ctrl-C stops.
 "#
@@ -137,4 +209,46 @@ async fn shutdown_signal() {
         () = term => {},
     }
     tracing::info!("shutting down");
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Stops development mode from exposing its demo issuer (a token mint for anyone)
+    /// on a reachable address by a mistyped or copied `--listen`.
+    #[test]
+    fn dev_mode_refuses_non_loopback_listen_without_opt_in() {
+        for addr in [
+            "0.0.0.0:8080",
+            "[::]:8080",
+            "192.0.2.7:8080",
+            "[2001:db8::1]:80",
+        ] {
+            let addr: SocketAddr = addr.parse().unwrap();
+            let e = check_dev_listen(true, addr, false).unwrap_err();
+            assert!(
+                matches!(e, ListenError::DevNonLoopback(a) if a == addr),
+                "{e}"
+            );
+            assert!(e.to_string().contains("--allow-non-loopback"), "{e}");
+            assert!(check_dev_listen(true, addr, true).is_ok());
+            assert!(
+                check_dev_listen(false, addr, false).is_ok(),
+                "production decides its own address"
+            );
+        }
+        for addr in ["127.0.0.1:8080", "127.8.9.10:1", "[::1]:8080"] {
+            assert!(
+                check_dev_listen(true, addr.parse().unwrap(), false).is_ok(),
+                "{addr}"
+            );
+        }
+    }
+
+    #[test]
+    fn allow_non_loopback_is_refused_outside_dev_mode() {
+        let e = check_dev_listen(false, "127.0.0.1:1".parse().unwrap(), true).unwrap_err();
+        assert!(matches!(e, ListenError::AllowOutsideDev));
+    }
 }
