@@ -5,7 +5,7 @@
 //! - [`issuer`]: an upstream OIDC issuer under the test's control (rotation,
 //!   outages, redirects, slow drip, request counters);
 //! - [`harness`]: Legate in-process with a manual clock and in-memory audit;
-//! - the test modules, one per concern: [`attacks`], [`exchange`], [`hygiene`],
+//! - the test modules, one per concern: [`attacks`], [`exchange`], [`fakes`], [`hygiene`],
 //!   [`mock_provider`], [`keys`], [`proxy`], [`replay`], [`routing`], [`wire`].
 
 mod harness;
@@ -14,6 +14,7 @@ mod peers;
 
 mod attacks;
 mod exchange;
+mod fakes;
 mod hygiene;
 mod keys;
 mod mock_provider;
