@@ -553,9 +553,9 @@ macro_rules! fake_common {
             /// Sets the fault knob; returns once the fault is in effect.
             ///
             /// # Errors
-            /// [`FaultError::Unsupported`] for a fault this service does not have;
-            /// [`FaultError::Reopen`] when lifting [`Fault::Down`] cannot bind the port
-            /// again.
+            /// [`FaultError::Unsupported`](crate::FaultError::Unsupported) for a fault
+            /// this service does not have; [`FaultError::Reopen`](crate::FaultError::Reopen)
+            /// when lifting [`Fault::Down`](crate::Fault::Down) cannot bind the port again.
             pub async fn set_fault(&self, fault: $crate::Fault) -> Result<(), $crate::FaultError> {
                 self.server.set_fault(fault).await
             }
