@@ -5,9 +5,9 @@
 //! - [`issuer`]: an upstream OIDC issuer under the test's control (rotation,
 //!   outages, redirects, slow drip, request counters);
 //! - [`harness`]: Legate in-process with a manual clock and in-memory audit;
-//! - the test modules, one per concern: [`attacks`], [`exchange`], [`hygiene`],
-//!   [`limits`], [`mock_provider`], [`keys`], [`operator`], [`proxy`], [`replay`],
-//!   [`routing`], [`wire`].
+//! - the test modules, one per concern: [`attacks`], [`exchange`], [`fakes`],
+//!   [`hygiene`], [`limits`], [`mock_provider`], [`keys`], [`operator`], [`proxy`],
+//!   [`replay`], [`robustness`], [`routing`], [`wire`].
 
 mod harness;
 mod issuer;
@@ -15,6 +15,7 @@ mod peers;
 
 mod attacks;
 mod exchange;
+mod fakes;
 mod hygiene;
 mod keys;
 mod limits;

@@ -7,6 +7,10 @@
 //! * [`verify_with_pyjwt`]: PyJWT, run by `tests/peers/verify_jwt.py`, an
 //!   independent verifier of the tokens Legate mints (discovery -> JWKS ->
 //!   signature and claims).
+//! * [`Moto`]: moto's AWS emulator (`python -m moto.server`, `moto[server]`),
+//!   the AWS STS peer; [`aws_assume_role_with_web_identity`] and
+//!   [`aws_caller_identity`]: boto3, run by `tests/peers/aws_caller_identity.py`,
+//!   to call STS and to prove AWS credentials work (`GetCallerIdentity`).
 //! * [`TestPki`]: a throw-away CA and a `localhost`/`127.0.0.1` server
 //!   certificate made with rcgen, for the provider's HTTPS.
 //!
@@ -428,4 +432,200 @@ impl TestPki {
             key_path,
         }
     }
+}
+
+/// How long moto may take to answer its first request (importing every service
+/// model takes a few seconds on a busy machine).
+const MOTO_START_TIMEOUT: Duration = Duration::from_secs(90);
+/// How long one run of `aws_caller_identity.py` may take.
+const BOTO3_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// A reqwest client for plain HTTP on loopback (no roots trusted).
+fn loopback_client(timeout: Duration) -> reqwest::Client {
+    let tls = rustls::ClientConfig::builder_with_provider(Arc::new(
+        rustls::crypto::aws_lc_rs::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .expect("aws-lc-rs supports the default TLS versions")
+    .with_root_certificates(rustls::RootCertStore::empty())
+    .with_no_client_auth();
+    reqwest::Client::builder()
+        .tls_backend_preconfigured(tls)
+        .timeout(timeout)
+        .build()
+        .expect("build reqwest client")
+}
+
+/// A running moto server (`python -m moto.server` from `tests/.venv`, the
+/// `moto[server]` package): the AWS emulator, STS among its services, on
+/// `http://127.0.0.1:<port>`.
+///
+/// moto verifies nothing: it accepts any `WebIdentityToken` and returns
+/// credentials that then work for its other APIs (`GetCallerIdentity` reports
+/// the assumed role). The strict checks are the fakes' (`legate-fakes`).
+///
+/// Started on a free port (bound to 127.0.0.1:0, read, released, then given to
+/// moto; if moto loses that race it exits and another port is tried), ready
+/// once it answers HTTP; killed when dropped.
+#[derive(Debug)]
+pub struct Moto {
+    /// `http://127.0.0.1:<port>`: the STS endpoint (moto serves every service
+    /// at the same address).
+    pub url: String,
+    /// The port it listens on.
+    pub port: u16,
+    child: Child,
+    stderr: StderrLog,
+}
+
+impl Moto {
+    /// Starts moto and waits until it answers.
+    pub async fn start() -> Moto {
+        let mut failures = Vec::new();
+        for _ in 0..3 {
+            match Moto::try_start().await {
+                Ok(moto) => return moto,
+                Err(failure) => failures.push(failure),
+            }
+        }
+        panic!(
+            "moto did not start (3 attempts):\n{}",
+            failures.join("\n---\n")
+        );
+    }
+
+    async fn try_start() -> Result<Moto, String> {
+        let python = required_env("LEGATE_TEST_PYTHON");
+        let port = {
+            let probe = std::net::TcpListener::bind("127.0.0.1:0").expect("bind 127.0.0.1:0");
+            probe.local_addr().expect("local_addr").port()
+        };
+        let mut child = Command::new(&python)
+            .args(["-m", "moto.server", "-H", "127.0.0.1", "-p"])
+            .arg(port.to_string())
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .kill_on_drop(true)
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot spawn {} -m moto.server: {e}", python.display()));
+        let stderr = StderrLog::default();
+        stderr.collect(child.stderr.take().expect("stderr is piped"), "moto");
+
+        let url = format!("http://127.0.0.1:{port}");
+        let client = loopback_client(Duration::from_secs(5));
+        let deadline = tokio::time::Instant::now() + MOTO_START_TIMEOUT;
+        loop {
+            if let Ok(Some(status)) = child.try_wait() {
+                return Err(format!(
+                    "moto exited ({status}) before answering; its stderr:\n{}",
+                    stderr.text()
+                ));
+            }
+            // Any HTTP answer means the server is up.
+            if client.get(format!("{url}/moto-api/")).send().await.is_ok() {
+                return Ok(Moto {
+                    url,
+                    port,
+                    child,
+                    stderr,
+                });
+            }
+            if tokio::time::Instant::now() >= deadline {
+                let _ = child.start_kill();
+                return Err(format!(
+                    "moto did not answer within {MOTO_START_TIMEOUT:?}; its stderr:\n{}",
+                    stderr.text()
+                ));
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+
+    /// Everything moto wrote to stderr so far.
+    pub fn stderr(&self) -> String {
+        self.stderr.text()
+    }
+
+    /// moto's OS process id, if it is still running.
+    pub fn pid(&self) -> Option<u32> {
+        self.child.id()
+    }
+}
+
+/// Runs `tests/peers/<script>` with the venv's python, `args`, and `stdin`.
+/// `Ok` holds the JSON it printed (exit 0); `Err` its stderr (exit 1, a
+/// verdict such as an AWS error). Anything else is a broken harness: panic.
+async fn run_python_json(script: &str, args: &[&str], stdin: &[u8]) -> Result<Value, String> {
+    let python = required_env("LEGATE_TEST_PYTHON");
+    let path = peer_file(script);
+    let mut child = Command::new(&python)
+        .arg(&path)
+        .args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap_or_else(|e| panic!("cannot spawn {} {}: {e}", python.display(), path.display()));
+    {
+        let mut input = child.stdin.take().expect("stdin is piped");
+        input
+            .write_all(stdin)
+            .await
+            .unwrap_or_else(|e| panic!("writing to {script}: {e}"));
+    }
+    let output = tokio::time::timeout(BOTO3_TIMEOUT, child.wait_with_output())
+        .await
+        .unwrap_or_else(|_| panic!("{script} did not finish within {BOTO3_TIMEOUT:?}"))
+        .unwrap_or_else(|e| panic!("waiting for {script}: {e}"));
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    match output.status.code() {
+        Some(0) => serde_json::from_str(stdout.trim()).map_err(|e| {
+            format!("{script} exited 0 but printed no JSON ({e}): {stdout:?}; stderr: {stderr}")
+        }),
+        Some(1) => Err(stderr.trim().to_owned()),
+        _ => panic!(
+            "{script} failed abnormally ({}): stderr: {stderr}; stdout: {stdout}",
+            output.status
+        ),
+    }
+}
+
+/// boto3 `sts.get_caller_identity()` at `endpoint` with `credentials` (a JSON
+/// object holding `AccessKeyId`, `SecretAccessKey`, `SessionToken`: Legate's
+/// `aws_credentials` or STS `Credentials`). `Ok` holds `{Account, Arn,
+/// UserId}`; `Err` holds `<Code>: <Message>` from STS.
+pub async fn aws_caller_identity(endpoint: &str, credentials: &Value) -> Result<Value, String> {
+    run_python_json(
+        "aws_caller_identity.py",
+        &["--endpoint", endpoint],
+        credentials.to_string().as_bytes(),
+    )
+    .await
+}
+
+/// boto3 `sts.assume_role_with_web_identity()` at `endpoint` with `token`.
+/// `Ok` holds the credentials in the `credential_process` shape plus
+/// `AssumedRoleArn`; `Err` holds `<Code>: <Message>` from STS.
+pub async fn aws_assume_role_with_web_identity(
+    endpoint: &str,
+    role_arn: &str,
+    session_name: &str,
+    token: &str,
+) -> Result<Value, String> {
+    run_python_json(
+        "aws_caller_identity.py",
+        &[
+            "--endpoint",
+            endpoint,
+            "--assume-role-with-web-identity",
+            role_arn,
+            "--role-session-name",
+            session_name,
+        ],
+        token.as_bytes(),
+    )
+    .await
 }
