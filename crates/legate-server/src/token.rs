@@ -15,7 +15,7 @@ use legate_core::text::escape_untrusted;
 use legate_issuer::MINTED_TOKEN_TYPE;
 use legate_policy::PolicyRequest;
 use legate_state::{ReplayMode, ReplayVerdict};
-use legate_sts::{Credential, IssueRequest};
+use legate_sts::{Credential, Grant, IssueRequest, workload_claim};
 
 use crate::app::AppState;
 use crate::audit::{AuditEvent, Outcome};
@@ -262,10 +262,13 @@ async fn exchange(
             IssueRequest {
                 target,
                 subject: format!("{}:{}", trust.name(), claims.subject()),
+                workload: workload_claim(trust.name(), claims.subject()),
                 trust: trust.name(),
                 upstream_issuer: claims.issuer(),
                 upstream_subject: claims.subject(),
                 lifetime_secs: lifetime,
+                grant: Grant::default(),
+                request_id: &rid,
             },
             now,
         )
@@ -276,11 +279,25 @@ async fn exchange(
         })?;
 
     // 8. Respond (the audit event is recorded by the caller).
+    // Cloud credentials are wired into the wire answer by the handler rewrite.
     let Credential::Jwt {
         token,
         jti,
         expires_at,
-    } = issued;
+    } = issued
+    else {
+        fail(
+            event,
+            Outcome::Error,
+            "unsupported_credential",
+            "cloud credentials are not answered yet".into(),
+        );
+        return Err(ApiError::new(
+            OAuthErrorCode::ServerError,
+            "internal error",
+            &rid,
+        ));
+    };
     event.decision = Outcome::Allow;
     event.reason = decision.reason.as_str().to_owned();
     event.issued_jti = Some(jti);
