@@ -28,7 +28,7 @@ use crate::http::{
 };
 use crate::{
     AzureTarget, BoxFuture, CloudTarget, Credential, CredentialProvider, ExchangeError,
-    IssueRequest, Target, TargetKind,
+    IssueRequest, Target,
 };
 
 /// The public cloud's authority host.
@@ -108,7 +108,8 @@ impl AzureProvider {
                 request.target.name
             )));
         };
-        let alg = TargetKind::Azure.signing_alg(SigningAlg::Rs256);
+        // Entra refuses ES256 assertions (AADSTS5002738).
+        let alg = SigningAlg::Rs256;
         tracing::debug!(target = %request.target.name, request_id = request.request_id, "entra client credentials");
         with_retries(CLOUD, &client.policy, |_| async move {
             let assertion = crate::mint_assertion(

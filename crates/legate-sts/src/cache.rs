@@ -14,8 +14,9 @@
 //!   its expiry.
 //! - **Single flight**: concurrent misses for one key make one cloud call; the others wait
 //!   for it and share its result, success or error. A failure is never cached.
-//! - **Bounded**: at most `max_entries` credentials; an entry also leaves the cache once it
-//!   can no longer be served (`min_remaining_secs` before its expiry).
+//! - **Bounded**: at most `max_entries` credentials; an entry also leaves the cache when its
+//!   credential expires (until then an unserveable entry is counted as a refresh when the
+//!   next identical request replaces it).
 //! - **Counters**: hits, misses, refreshes and evictions ([`CredentialCache::stats`]).
 //!
 //! SECURITY: cached credentials are [`crate::Credential`]s, whose `Debug` shows no secret;
@@ -72,6 +73,10 @@ pub struct CacheStats {
     pub entries: u64,
 }
 
+/// What makes two requests share a credential.
+///
+/// SECURITY: `subject` is the full `<trust>:<upstream sub>`, not the bounded `workload`
+/// text: two long subjects that share a prefix must never share a credential.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 struct CacheKey {
     target: String,
@@ -94,10 +99,10 @@ impl fmt::Debug for Entry {
     }
 }
 
-/// Expires each entry when it can no longer be served.
-struct ServeableFor;
+/// Expires each entry when its credential expires.
+struct UntilExpiry;
 
-impl Expiry<CacheKey, Entry> for ServeableFor {
+impl Expiry<CacheKey, Entry> for UntilExpiry {
     fn expire_after_create(
         &self,
         _key: &CacheKey,
@@ -150,7 +155,7 @@ impl CredentialCache {
         let evictions = counters.clone();
         let cache = Cache::builder()
             .max_capacity(settings.max_entries)
-            .expire_after(ServeableFor)
+            .expire_after(UntilExpiry)
             .eviction_listener(move |_key, _value, cause: RemovalCause| {
                 if cause.was_evicted() {
                     evictions.evictions.fetch_add(1, Ordering::Relaxed);
@@ -200,14 +205,10 @@ impl CredentialCache {
         remaining > min && within_approval
     }
 
-    /// How long moka may keep `credential`, fetched at `now`: until it stops being
-    /// serveable.
-    fn keep_for(&self, credential: &Credential, now: UnixSeconds) -> Duration {
-        let serveable_until = credential
-            .expires_at()
-            .saturating_sub(now)
-            .saturating_sub(i64::try_from(self.settings.min_remaining_secs).unwrap_or(i64::MAX));
-        Duration::from_secs(u64::try_from(serveable_until).unwrap_or(0))
+    /// How long moka may keep `credential`, fetched at `now`: until it expires.
+    fn keep_for(credential: &Credential, now: UnixSeconds) -> Duration {
+        let remaining = credential.expires_at().saturating_sub(now);
+        Duration::from_secs(u64::try_from(remaining).unwrap_or(0))
     }
 
     async fn issue(
@@ -255,7 +256,7 @@ impl CredentialCache {
         // Slow path: one cloud call per key, shared by every concurrent identical request.
         let fetch = async {
             let credential = inner.issue(request, now).await?;
-            let keep_for = self.keep_for(&credential, now);
+            let keep_for = Self::keep_for(&credential, now);
             Ok::<_, ExchangeError>(Entry {
                 credential,
                 keep_for,
