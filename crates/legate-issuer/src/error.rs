@@ -119,6 +119,9 @@ impl KeyLoadError {
 #[derive(Debug, Clone, thiserror::Error, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum KeyRingError {
+    /// No key at all.
+    #[error("the key ring holds no key")]
+    Empty,
     /// Two keys share a `kid`, so verifiers could not tell them apart.
     #[error("duplicate `kid` `{0}` in the key ring")]
     DuplicateKid(String),
@@ -164,6 +167,12 @@ pub enum MintError {
     /// The crypto library failed to sign.
     #[error("signing failed")]
     Sign,
+    /// No published key signs with the requested algorithm.
+    #[error("no {0} signing key: add one to `issuer.keys`")]
+    NoKey(SigningAlg),
+    /// The target name is empty or contains `/`, so `target/<name>` would be ambiguous.
+    #[error("invalid target name `{0}` for an assertion subject")]
+    InvalidTarget(String),
 }
 
 /// Truncates and escapes user input for an error message.

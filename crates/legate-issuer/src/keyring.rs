@@ -1,32 +1,41 @@
-//! [`KeyRing`]: the active signing key plus retired keys that stay published.
+//! [`KeyRing`]: every published signing key; the first key of each algorithm signs for it.
 //!
-//! Rotation: new tokens are signed by the active key only; a retired key stays in the
-//! JWKS until every token it signed has expired (at most [`crate::MAX_TOKEN_LIFETIME_SECS`]
-//! after it was retired), then the operator removes it.
+//! Legate may sign with two algorithms at once: ES256 by default, and RS256 for relying
+//! parties that accept only RSA (Microsoft Entra). The ring holds keys in order; for each
+//! [`SigningAlg`] the first key of that algorithm is its *signer*, and every other key is
+//! retired but stays published in the JWKS.
+//!
+//! Rotation: [`KeyRing::rotate`] puts a new key first, so it signs for its algorithm from
+//! then on; the previous signer of that algorithm stays published until every token it
+//! signed has expired (at most [`crate::MAX_TOKEN_LIFETIME_SECS`] after it was retired),
+//! then the operator removes it.
 
 use serde_json::{Value, json};
 
 use crate::error::KeyRingError;
 use crate::key::{SigningAlg, SigningKey};
 
-/// The active key and the retired-but-published keys, with distinct `kid`s.
+/// The published keys, in order, with distinct `kid`s; never empty.
 #[derive(Debug, Clone)]
 pub struct KeyRing {
-    active: SigningKey,
-    retired: Vec<SigningKey>,
+    /// The first key.
+    first: SigningKey,
+    /// The other keys, in order.
+    rest: Vec<SigningKey>,
 }
 
 impl KeyRing {
-    /// A ring with one key and nothing retired.
+    /// A ring with one key, which signs for its algorithm.
     #[must_use]
-    pub const fn new(active: SigningKey) -> Self {
+    pub fn new(active: SigningKey) -> Self {
         Self {
-            active,
-            retired: Vec::new(),
+            first: active,
+            rest: Vec::new(),
         }
     }
 
-    /// A ring with an active key and keys that are retired but still published.
+    /// A ring with `active` first, then `retired` in order. Each key that is the first of
+    /// its algorithm signs for that algorithm; the others are retired but published.
     ///
     /// # Errors
     ///
@@ -38,36 +47,54 @@ impl KeyRing {
         let mut ring = Self::new(active);
         for key in retired {
             ring.check_new_kid(key.kid())?;
-            ring.retired.push(key);
+            ring.rest.push(key);
         }
         Ok(ring)
     }
 
-    /// The key that signs new tokens.
-    #[must_use]
-    pub const fn active(&self) -> &SigningKey {
-        &self.active
+    /// A ring from keys in configuration order (see [`KeyRing::with_retired`]).
+    ///
+    /// # Errors
+    ///
+    /// [`KeyRingError::Empty`] for no key, [`KeyRingError::DuplicateKid`] if two keys
+    /// share a `kid`.
+    pub fn from_keys(keys: Vec<SigningKey>) -> Result<Self, KeyRingError> {
+        let mut iter = keys.into_iter();
+        let active = iter.next().ok_or(KeyRingError::Empty)?;
+        Self::with_retired(active, iter.collect())
     }
 
-    /// The retired keys, still published, most recently retired first.
+    /// The first key of the ring: the signer for its algorithm.
     #[must_use]
-    pub fn retired(&self) -> &[SigningKey] {
-        &self.retired
+    pub fn active(&self) -> &SigningKey {
+        &self.first
     }
 
-    /// The published key with this `kid`, active or retired.
+    /// The key that signs tokens of `alg`: the first key of that algorithm, if any.
+    #[must_use]
+    pub fn signer(&self, alg: SigningAlg) -> Option<&SigningKey> {
+        self.keys().find(|k| k.alg() == alg)
+    }
+
+    /// The retired keys (published, signing for nothing), in ring order.
+    #[must_use]
+    pub fn retired(&self) -> Vec<&SigningKey> {
+        self.keys().filter(|k| !self.is_signer(k)).collect()
+    }
+
+    /// The published key with this `kid`, signer or retired.
     #[must_use]
     pub fn get(&self, kid: &str) -> Option<&SigningKey> {
         self.keys().find(|k| k.kid() == kid)
     }
 
-    /// All published keys, active first.
+    /// All published keys, in ring order.
     pub fn keys(&self) -> impl Iterator<Item = &SigningKey> {
-        std::iter::once(&self.active).chain(&self.retired)
+        std::iter::once(&self.first).chain(&self.rest)
     }
 
-    /// Makes `new_active` the signing key; the old active key becomes the most recently
-    /// retired one and stays published.
+    /// Makes `new_active` the signer for its algorithm: it goes first; the previous signer
+    /// of that algorithm is retired and stays published.
     ///
     /// # Errors
     ///
@@ -75,21 +102,24 @@ impl KeyRing {
     /// ring is then unchanged.
     pub fn rotate(&mut self, new_active: SigningKey) -> Result<(), KeyRingError> {
         self.check_new_kid(new_active.kid())?;
-        let old = std::mem::replace(&mut self.active, new_active);
-        self.retired.insert(0, old);
+        let old = std::mem::replace(&mut self.first, new_active);
+        self.rest.insert(0, old);
         Ok(())
     }
 
     /// Stops publishing a retired key, once no unexpired token it signed remains.
     ///
-    /// Returns the removed key, or `None` if no retired key has this `kid` (the active
-    /// key cannot be removed).
+    /// Returns the removed key, or `None` if no retired key has this `kid` (a signer
+    /// cannot be removed).
     pub fn remove_retired(&mut self, kid: &str) -> Option<SigningKey> {
-        let pos = self.retired.iter().position(|k| k.kid() == kid)?;
-        Some(self.retired.remove(pos))
+        let pos = self
+            .rest
+            .iter()
+            .position(|k| k.kid() == kid && !self.is_signer(k))?;
+        Some(self.rest.remove(pos))
     }
 
-    /// The algorithms of the published keys, without repeats, active key's first.
+    /// The algorithms of the published keys, without repeats, in ring order.
     #[must_use]
     pub fn algs(&self) -> Vec<SigningAlg> {
         let mut algs = Vec::with_capacity(2);
@@ -101,11 +131,16 @@ impl KeyRing {
         algs
     }
 
-    /// The JWK set to publish: `{"keys": [...]}`, active key first.
+    /// The JWK set to publish: `{"keys": [...]}`, every key, in ring order.
     #[must_use]
     pub fn jwks(&self) -> Value {
         let keys: Vec<Value> = self.keys().map(SigningKey::public_jwk).collect();
         json!({ "keys": keys })
+    }
+
+    /// Whether `key` is the signer for its algorithm.
+    fn is_signer(&self, key: &SigningKey) -> bool {
+        self.signer(key.alg()).is_some_and(|s| s.kid() == key.kid())
     }
 
     /// Refuses a `kid` already in the ring.
@@ -135,16 +170,57 @@ mod tests {
     }
 
     #[test]
-    fn jwks_lists_active_first_then_retired() {
+    fn jwks_lists_every_key_in_ring_order() {
         let ring = KeyRing::with_retired(
             key(SigningAlg::Es256, "new"),
-            vec![key(SigningAlg::Rs256, "old")],
+            vec![key(SigningAlg::Rs256, "rsa"), key(SigningAlg::Es256, "old")],
         )
         .unwrap();
-        assert_eq!(kids(&ring.jwks()), ["new", "old"]);
+        assert_eq!(kids(&ring.jwks()), ["new", "rsa", "old"]);
         assert_eq!(ring.algs(), [SigningAlg::Es256, SigningAlg::Rs256]);
-        assert_eq!(ring.get("old").unwrap().alg(), SigningAlg::Rs256);
+        assert_eq!(ring.get("rsa").unwrap().alg(), SigningAlg::Rs256);
         assert!(ring.get("nope").is_none());
+    }
+
+    #[test]
+    fn the_first_key_of_each_algorithm_signs_for_it() {
+        let ring = KeyRing::from_keys(vec![
+            key(SigningAlg::Es256, "ec-1"),
+            key(SigningAlg::Es256, "ec-0"),
+            key(SigningAlg::Rs256, "rsa-1"),
+            key(SigningAlg::Rs256, "rsa-0"),
+        ])
+        .unwrap();
+        assert_eq!(ring.signer(SigningAlg::Es256).unwrap().kid(), "ec-1");
+        assert_eq!(ring.signer(SigningAlg::Rs256).unwrap().kid(), "rsa-1");
+        let retired: Vec<&str> = ring.retired().iter().map(|k| k.kid()).collect();
+        assert_eq!(retired, ["ec-0", "rsa-0"]);
+
+        let ec_only = KeyRing::new(key(SigningAlg::Es256, "ec"));
+        assert!(ec_only.signer(SigningAlg::Rs256).is_none());
+        assert_eq!(
+            KeyRing::from_keys(Vec::new()).unwrap_err(),
+            KeyRingError::Empty
+        );
+    }
+
+    #[test]
+    fn rotating_one_algorithm_keeps_the_other_signer() {
+        let mut ring = KeyRing::from_keys(vec![
+            key(SigningAlg::Es256, "ec-1"),
+            key(SigningAlg::Rs256, "rsa-1"),
+        ])
+        .unwrap();
+        ring.rotate(key(SigningAlg::Rs256, "rsa-2")).unwrap();
+        assert_eq!(ring.signer(SigningAlg::Rs256).unwrap().kid(), "rsa-2");
+        assert_eq!(ring.signer(SigningAlg::Es256).unwrap().kid(), "ec-1");
+        assert_eq!(kids(&ring.jwks()), ["rsa-2", "ec-1", "rsa-1"]);
+        assert!(
+            ring.remove_retired("ec-1").is_none(),
+            "a signer is not removable"
+        );
+        assert_eq!(ring.remove_retired("rsa-1").unwrap().kid(), "rsa-1");
+        assert_eq!(kids(&ring.jwks()), ["rsa-2", "ec-1"]);
     }
 
     #[test]

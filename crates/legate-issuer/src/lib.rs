@@ -5,7 +5,9 @@
 //! them as a JWK set with rotation (retired keys stay published until their tokens
 //! expire); serves the OIDC Discovery 1.0 document that AWS IAM, Google workload identity
 //! federation and others read to trust Legate; and mints short-lived compact-JWS tokens
-//! for verified, policy-approved token exchanges.
+//! for verified, policy-approved token exchanges, and the five-minute assertions cloud
+//! targets exchange for cloud credentials. Each mint names its algorithm: the ring may
+//! hold an ES256 and an RS256 signer at once.
 //!
 //! What it does not do: no I/O, HTTP, async runtime or clock reads (`now` is a
 //! parameter); no verification of upstream tokens and no policy (callers do both before
@@ -20,9 +22,10 @@
 //! - `key`: [`SigningAlg`], [`SigningKey`] (generate, public JWK, sign) and
 //!   the RFC 7638 thumbprint used as the default `kid`;
 //! - `load`: [`SigningKey::from_pem`] and [`SigningKey::from_jwk`];
-//! - `keyring`: [`KeyRing`], the active key plus retired, still-published keys;
+//! - `keyring`: [`KeyRing`], every published key; the first key of each algorithm signs;
 //! - `issuer`: [`Issuer`], its URL rules and [`Issuer::discovery_document`];
-//! - `mint`: [`MintRequest`], [`MintedToken`] and [`Issuer::mint`];
+//! - `mint`: [`MintRequest`], [`MintedToken`], [`Issuer::mint`], and the cloud
+//!   assertion ([`AssertionRequest`], [`Issuer::mint_assertion`]);
 //! - `error`: [`KeyLoadError`], [`KeyRingError`], [`IssuerUrlError`], [`MintError`].
 
 mod error;
@@ -39,7 +42,10 @@ pub use error::{IssuerUrlError, KeyLoadError, KeyRingError, MintError};
 pub use issuer::{DISCOVERY_PATH, Issuer, JWKS_PATH, TOKEN_PATH};
 pub use key::{ParseSigningAlgError, SigningAlg, SigningKey};
 pub use keyring::KeyRing;
-pub use mint::{MAX_TOKEN_LIFETIME_SECS, MintRequest, MintedToken};
+pub use mint::{
+    ASSERTION_SUBJECT_PREFIX, AssertionRequest, MAX_ASSERTION_LIFETIME_SECS,
+    MAX_TOKEN_LIFETIME_SECS, MintRequest, MintedToken,
+};
 
 /// RFC 8693 token type of the tokens Legate mints (`issued_token_type`).
 pub const MINTED_TOKEN_TYPE: &str = "urn:ietf:params:oauth:token-type:jwt";

@@ -2,14 +2,18 @@
 //!
 //! The token is `base64url(header) . base64url(claims) . base64url(signature)` with
 //! header `{"alg", "typ": "JWT", "kid"}` and the claims in [`REGISTERED_CLAIMS`] plus any
-//! policy-approved extras.
+//! policy-approved extras. [`Issuer::mint_assertion`] mints the short-lived assertion a
+//! cloud target exchanges for cloud credentials ([`AssertionRequest`]).
+//!
+//! Every minting call names its algorithm; the key ring's signer for that algorithm signs.
 
 use legate_core::Secret;
 use serde_json::{Map, Value, json};
 
 use crate::b64;
-use crate::error::MintError;
+use crate::error::{MintError, sanitize};
 use crate::issuer::Issuer;
+use crate::key::SigningAlg;
 
 /// The longest token lifetime Legate mints, in seconds (one day).
 pub const MAX_TOKEN_LIFETIME_SECS: u64 = 86_400;
@@ -56,22 +60,55 @@ pub struct MintedToken {
     pub kid: String,
 }
 
+/// The longest lifetime of a cloud assertion, in seconds (five minutes).
+///
+/// An assertion is spent within seconds (Legate hands it straight to the cloud's token
+/// service), so its lifetime is independent of the credential's: a leaked assertion is
+/// worth little for long.
+pub const MAX_ASSERTION_LIFETIME_SECS: u64 = 300;
+
+/// The prefix of a cloud assertion's `sub`: `target/<target name>`.
+///
+/// A `/` cannot occur in a trust name, so this never collides with a `jwt` target's
+/// `<trust>:<upstream sub>`.
+pub const ASSERTION_SUBJECT_PREFIX: &str = "target/";
+
+/// What to put in a cloud assertion: the short-lived token Legate hands to a cloud's
+/// token service (AWS STS, Google STS, Entra) in exchange for cloud credentials.
+///
+/// The cloud trusts one subject per target; the workload rides along in the `workload`
+/// claim for attribution only.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct AssertionRequest<'a> {
+    /// The target's name; `sub` is `target/<name>`.
+    pub target: &'a str,
+    /// `aud`: what the cloud expects (`sts.amazonaws.com`, `https://iam.googleapis.com/…`,
+    /// `api://AzureADTokenExchange`).
+    pub audience: &'a str,
+    /// The `workload` claim: `<trust>:<upstream sub>`, already escaped and bounded.
+    pub workload: &'a str,
+    /// Seconds from `iat` to `exp`: 1 to [`MAX_ASSERTION_LIFETIME_SECS`].
+    pub lifetime_secs: u64,
+}
+
 impl Issuer {
-    /// Mints a token for `req`, signed by the active key, issued at `now` (unix seconds).
+    /// Mints a token for `req`, signed with `alg` by that algorithm's signing key, issued
+    /// at `now` (unix seconds).
     ///
     /// # Errors
     ///
     /// [`MintError::InvalidLifetime`] for a lifetime of 0 or over a day,
     /// [`MintError::EmptyClaim`] for an empty subject, audience, upstream issuer, upstream
     /// subject or trust, [`MintError::ReservedClaim`] when an extra claim reuses a
-    /// registered name, [`MintError::TimeOverflow`], [`MintError::Sign`].
-    pub fn mint(&self, req: &MintRequest, now: i64) -> Result<MintedToken, MintError> {
-        if req.lifetime_secs == 0 || req.lifetime_secs > MAX_TOKEN_LIFETIME_SECS {
-            return Err(MintError::InvalidLifetime(req.lifetime_secs));
-        }
-        let lifetime = i64::try_from(req.lifetime_secs)
-            .map_err(|_| MintError::InvalidLifetime(req.lifetime_secs))?;
-        let exp = now.checked_add(lifetime).ok_or(MintError::TimeOverflow)?;
+    /// registered name, [`MintError::NoKey`] when no key signs with `alg`,
+    /// [`MintError::TimeOverflow`], [`MintError::Sign`].
+    pub fn mint(
+        &self,
+        req: &MintRequest,
+        alg: SigningAlg,
+        now: i64,
+    ) -> Result<MintedToken, MintError> {
+        let exp = expiry(req.lifetime_secs, MAX_TOKEN_LIFETIME_SECS, now)?;
         for (name, value) in [
             ("subject", &req.subject),
             ("audience", &req.audience),
@@ -91,13 +128,7 @@ impl Issuer {
             return Err(MintError::ReservedClaim(name.clone()));
         }
 
-        let key = self.keys().active();
         let jti = uuid::Uuid::new_v4().to_string();
-        let header = json!({
-            "alg": key.alg().as_str(),
-            "typ": "JWT",
-            "kid": key.kid(),
-        });
         let mut claims = req.extra_claims.clone();
         let registered = [
             ("iss", json!(self.url())),
@@ -119,9 +150,74 @@ impl Issuer {
         for (name, value) in registered {
             claims.insert(name.to_owned(), value);
         }
+        self.sign_claims(&claims, alg, jti, now, exp)
+    }
 
+    /// Mints a cloud assertion for `req`, signed with `alg`, issued at `now`.
+    ///
+    /// Claims: `iss` (this issuer), `sub` = `target/<target>`, `aud`, `iat` = `nbf` =
+    /// `now`, `exp`, a fresh `jti` and `workload`. Nothing else: what the cloud grants is
+    /// decided by the cloud's trust configuration for this one subject, after Legate's
+    /// policy has approved the workload.
+    ///
+    /// # Errors
+    ///
+    /// [`MintError::InvalidLifetime`] for a lifetime of 0 or over
+    /// [`MAX_ASSERTION_LIFETIME_SECS`], [`MintError::InvalidTarget`] for an empty target
+    /// name or one containing `/`, [`MintError::EmptyClaim`] for an empty audience or
+    /// workload, [`MintError::NoKey`], [`MintError::TimeOverflow`], [`MintError::Sign`].
+    pub fn mint_assertion(
+        &self,
+        req: &AssertionRequest<'_>,
+        alg: SigningAlg,
+        now: i64,
+    ) -> Result<MintedToken, MintError> {
+        let exp = expiry(req.lifetime_secs, MAX_ASSERTION_LIFETIME_SECS, now)?;
+        if req.target.is_empty() || req.target.contains('/') {
+            return Err(MintError::InvalidTarget(sanitize(req.target)));
+        }
+        for (name, value) in [("audience", req.audience), ("workload", req.workload)] {
+            if value.is_empty() {
+                return Err(MintError::EmptyClaim(name));
+            }
+        }
+        let jti = uuid::Uuid::new_v4().to_string();
+        let mut claims = Map::new();
+        for (name, value) in [
+            ("iss", json!(self.url())),
+            (
+                "sub",
+                json!(format!("{ASSERTION_SUBJECT_PREFIX}{}", req.target)),
+            ),
+            ("aud", json!(req.audience)),
+            ("iat", json!(now)),
+            ("nbf", json!(now)),
+            ("exp", json!(exp)),
+            ("jti", json!(jti)),
+            ("workload", json!(req.workload)),
+        ] {
+            claims.insert(name.to_owned(), value);
+        }
+        self.sign_claims(&claims, alg, jti, now, exp)
+    }
+
+    /// Signs `claims` as a compact JWS with `alg`'s signing key.
+    fn sign_claims(
+        &self,
+        claims: &Map<String, Value>,
+        alg: SigningAlg,
+        jti: String,
+        now: i64,
+        exp: i64,
+    ) -> Result<MintedToken, MintError> {
+        let key = self.keys().signer(alg).ok_or(MintError::NoKey(alg))?;
+        let header = json!({
+            "alg": key.alg().as_str(),
+            "typ": "JWT",
+            "kid": key.kid(),
+        });
         let header = serde_json::to_vec(&header).map_err(|_| MintError::Serialize)?;
-        let claims = serde_json::to_vec(&claims).map_err(|_| MintError::Serialize)?;
+        let claims = serde_json::to_vec(claims).map_err(|_| MintError::Serialize)?;
         let mut token = format!("{}.{}", b64(header), b64(claims));
         let signature = key.sign(token.as_bytes())?;
         token.push('.');
@@ -135,6 +231,16 @@ impl Issuer {
             kid: key.kid().to_owned(),
         })
     }
+}
+
+/// `now + lifetime`, refusing a lifetime of 0 or above `max`.
+fn expiry(lifetime_secs: u64, max: u64, now: i64) -> Result<i64, MintError> {
+    if lifetime_secs == 0 || lifetime_secs > max {
+        return Err(MintError::InvalidLifetime(lifetime_secs));
+    }
+    let lifetime =
+        i64::try_from(lifetime_secs).map_err(|_| MintError::InvalidLifetime(lifetime_secs))?;
+    now.checked_add(lifetime).ok_or(MintError::TimeOverflow)
 }
 
 #[cfg(test)]
@@ -151,6 +257,7 @@ mod tests {
     use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 
     const NOW: i64 = 1_767_225_600;
+    const ES: SigningAlg = SigningAlg::Es256;
     const ISSUER: &str = "https://legate.example.com";
 
     fn request() -> MintRequest {
@@ -216,7 +323,7 @@ mod tests {
             "https://aws.amazon.com/tags".to_owned(),
             json!({"principal_tags": {"team": ["payments"]}}),
         );
-        let minted = issuer.mint(&req, NOW).unwrap();
+        let minted = issuer.mint(&req, alg, NOW).unwrap();
         let jwks = issuer.jwks();
         let jwk = &jwks["keys"][0];
         let (header, claims) = verify_with_jwk(minted.token.expose(), jwk);
@@ -311,7 +418,7 @@ mod tests {
                 ..request()
             };
             assert_eq!(
-                issuer.mint(&req, NOW).unwrap_err(),
+                issuer.mint(&req, ES, NOW).unwrap_err(),
                 MintError::InvalidLifetime(secs)
             );
         }
@@ -319,10 +426,10 @@ mod tests {
             lifetime_secs: MAX_TOKEN_LIFETIME_SECS,
             ..request()
         };
-        let minted = issuer.mint(&req, NOW).unwrap();
+        let minted = issuer.mint(&req, ES, NOW).unwrap();
         assert_eq!(minted.expires_at - minted.issued_at, 86_400);
         assert_eq!(
-            issuer.mint(&request(), i64::MAX).unwrap_err(),
+            issuer.mint(&request(), ES, i64::MAX).unwrap_err(),
             MintError::TimeOverflow
         );
         assert_eq!(
@@ -338,7 +445,7 @@ mod tests {
             let mut req = request();
             req.extra_claims.insert(name.to_owned(), json!("evil"));
             assert_eq!(
-                issuer.mint(&req, NOW).unwrap_err(),
+                issuer.mint(&req, ES, NOW).unwrap_err(),
                 MintError::ReservedClaim(name.to_owned())
             );
         }
@@ -352,22 +459,23 @@ mod tests {
             ..request()
         };
         assert_eq!(
-            issuer.mint(&req, NOW).unwrap_err(),
+            issuer.mint(&req, ES, NOW).unwrap_err(),
             MintError::EmptyClaim("audience")
         );
     }
 
     #[test]
     fn rotated_ring_signs_with_the_new_key_and_publishes_both() {
-        let old = SigningKey::generate(SigningAlg::Rs256, None).unwrap();
+        let old = SigningKey::generate(SigningAlg::Es256, None).unwrap();
         let mut issuer = issuer(old);
-        let old_token = issuer.mint(&request(), NOW).unwrap();
+        let old_token = issuer.mint(&request(), ES, NOW).unwrap();
         issuer
             .keys_mut()
             .rotate(SigningKey::generate(SigningAlg::Es256, None).unwrap())
             .unwrap();
-        let new_token = issuer.mint(&request(), NOW).unwrap();
+        let new_token = issuer.mint(&request(), ES, NOW).unwrap();
         assert_eq!(new_token.kid, issuer.keys().active().kid());
+        assert_eq!(issuer.keys().retired()[0].kid(), old_token.kid);
         assert_ne!(new_token.kid, old_token.kid);
 
         let jwks = issuer.jwks();
@@ -385,7 +493,7 @@ mod tests {
     #[test]
     fn debug_of_minted_token_hides_the_token() {
         let key = SigningKey::generate(SigningAlg::Es256, None).unwrap();
-        let minted = issuer(key).mint(&request(), NOW).unwrap();
+        let minted = issuer(key).mint(&request(), ES, NOW).unwrap();
         let dbg = format!("{minted:?}");
         let token = minted.token.expose();
         assert!(dbg.contains("token: ******"), "{dbg}");
@@ -393,5 +501,132 @@ mod tests {
             assert!(!dbg.contains(part), "{dbg}");
         }
         assert!(dbg.contains(&minted.jti));
+    }
+
+    fn two_key_issuer() -> Issuer {
+        let ring = KeyRing::from_keys(vec![
+            SigningKey::generate(SigningAlg::Es256, Some("ec".into())).unwrap(),
+            SigningKey::generate(SigningAlg::Rs256, Some("rsa".into())).unwrap(),
+        ])
+        .unwrap();
+        Issuer::new(ISSUER, ring).unwrap()
+    }
+
+    fn jwk_of<'a>(jwks: &'a Value, kid: &str) -> &'a Value {
+        jwks["keys"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|k| k["kid"] == kid)
+            .unwrap()
+    }
+
+    #[test]
+    fn each_algorithm_is_signed_by_its_own_key() {
+        let issuer = two_key_issuer();
+        let jwks = issuer.jwks();
+        for (alg, kid) in [(SigningAlg::Es256, "ec"), (SigningAlg::Rs256, "rsa")] {
+            let minted = issuer.mint(&request(), alg, NOW).unwrap();
+            assert_eq!(minted.kid, kid);
+            let (header, _) = verify_with_jwk(minted.token.expose(), jwk_of(&jwks, kid));
+            assert_eq!(header["alg"], alg.as_str());
+        }
+    }
+
+    /// Stops a target that needs RS256 (Entra) from silently getting an ES256 token.
+    #[test]
+    fn minting_with_an_algorithm_without_a_key_fails() {
+        let issuer = issuer(SigningKey::generate(SigningAlg::Es256, None).unwrap());
+        assert_eq!(
+            issuer.mint(&request(), SigningAlg::Rs256, NOW).unwrap_err(),
+            MintError::NoKey(SigningAlg::Rs256)
+        );
+        let req = AssertionRequest {
+            target: "azure-deploy",
+            audience: "api://AzureADTokenExchange",
+            workload: "github:repo:org/repo",
+            lifetime_secs: 300,
+        };
+        assert_eq!(
+            issuer
+                .mint_assertion(&req, SigningAlg::Rs256, NOW)
+                .unwrap_err(),
+            MintError::NoKey(SigningAlg::Rs256)
+        );
+    }
+
+    #[test]
+    fn a_cloud_assertion_names_the_target_and_carries_the_workload() {
+        let issuer = two_key_issuer();
+        let req = AssertionRequest {
+            target: "aws-deploy",
+            audience: "sts.amazonaws.com",
+            workload: "github:repo:org/repo:ref:refs/heads/main",
+            lifetime_secs: 300,
+        };
+        let minted = issuer.mint_assertion(&req, SigningAlg::Rs256, NOW).unwrap();
+        let (header, claims) =
+            verify_with_jwk(minted.token.expose(), jwk_of(&issuer.jwks(), "rsa"));
+        assert_eq!(header, json!({"alg": "RS256", "typ": "JWT", "kid": "rsa"}));
+        assert_eq!(
+            claims,
+            json!({
+                "iss": ISSUER,
+                "sub": "target/aws-deploy",
+                "aud": "sts.amazonaws.com",
+                "iat": NOW,
+                "nbf": NOW,
+                "exp": NOW + 300,
+                "jti": minted.jti,
+                "workload": "github:repo:org/repo:ref:refs/heads/main",
+            })
+        );
+    }
+
+    /// Stops a cloud assertion from outliving five minutes, whatever the credential's
+    /// lifetime: a leaked assertion must be worth little.
+    #[test]
+    fn a_cloud_assertion_lives_at_most_five_minutes() {
+        let issuer = two_key_issuer();
+        for secs in [0, 301, 3600] {
+            let req = AssertionRequest {
+                target: "t",
+                audience: "a",
+                workload: "w",
+                lifetime_secs: secs,
+            };
+            assert_eq!(
+                issuer.mint_assertion(&req, ES, NOW).unwrap_err(),
+                MintError::InvalidLifetime(secs)
+            );
+        }
+    }
+
+    /// Stops a target name like `../x` or `a/b` from forging another subject shape.
+    #[test]
+    fn an_assertion_for_an_ambiguous_target_name_is_refused() {
+        let issuer = two_key_issuer();
+        for target in ["", "a/b"] {
+            let req = AssertionRequest {
+                target,
+                audience: "a",
+                workload: "w",
+                lifetime_secs: 60,
+            };
+            assert!(matches!(
+                issuer.mint_assertion(&req, ES, NOW).unwrap_err(),
+                MintError::InvalidTarget(_)
+            ));
+        }
+        let req = AssertionRequest {
+            target: "t",
+            audience: "a",
+            workload: "",
+            lifetime_secs: 60,
+        };
+        assert_eq!(
+            issuer.mint_assertion(&req, ES, NOW).unwrap_err(),
+            MintError::EmptyClaim("workload")
+        );
     }
 }

@@ -10,7 +10,10 @@ use legate_core::{Clock, VerifyRules};
 use legate_issuer::{Issuer, KeyRing, SigningKey};
 use legate_policy::{PolicyEngine, TargetInfo};
 use legate_state::{ReplayCache, ReplayLimits, ReplayMode};
-use legate_sts::{CredentialProvider, JwtProvider, Target, TargetKind};
+use legate_sts::{
+    AwsProvider, AzureProvider, CaPem, CacheStats, CredentialCache, CredentialProvider,
+    GcpProvider, JwtProvider, Target, TargetKind,
+};
 use legate_trust::{FetchLimits, KeySource, TrustConfig, TrustStore};
 
 use crate::audit::{AuditLog, AuditSink, JsonLinesSink};
@@ -56,6 +59,9 @@ pub enum StartupError {
     /// Policies failed to load or validate.
     #[error("policy: {0}")]
     Policy(#[from] legate_policy::PolicyLoadError),
+    /// A cloud target's HTTPS client could not be built (endpoint, CA bundle).
+    #[error("target: {0}")]
+    Provider(#[from] legate_sts::ClientBuildError),
     /// The audit log could not be opened.
     #[error("audit log `{path}`: {source}")]
     Audit {
@@ -114,6 +120,7 @@ pub(crate) struct Inner {
     pub(crate) policy: Arc<PolicyEngine>,
     pub(crate) targets: HashMap<String, Target>,
     pub(crate) providers: HashMap<TargetKind, Arc<dyn CredentialProvider>>,
+    pub(crate) credential_cache: CredentialCache,
     pub(crate) discovery_json: String,
     pub(crate) jwks_json: String,
     pub(crate) replay: ReplayCache,
@@ -244,8 +251,9 @@ impl AppState {
                 .max(1),
         };
 
-        let mut providers: HashMap<TargetKind, Arc<dyn CredentialProvider>> = HashMap::new();
-        providers.insert(TargetKind::Jwt, Arc::new(JwtProvider::new(issuer.clone())));
+        let targets = with_ca_bundles(config)?;
+        let credential_cache = CredentialCache::new(config.credential_cache);
+        let providers = build_providers(config, &issuer, &targets, &credential_cache)?;
 
         Ok(Self {
             inner: Arc::new(Inner {
@@ -253,12 +261,9 @@ impl AppState {
                 trust,
                 trust_meta,
                 policy: Arc::new(policy),
-                targets: config
-                    .targets
-                    .iter()
-                    .map(|t| (t.name.clone(), t.clone()))
-                    .collect(),
+                targets: targets.into_iter().map(|t| (t.name.clone(), t)).collect(),
                 providers,
+                credential_cache,
                 discovery_json: issuer.discovery_document().to_string(),
                 jwks_json: issuer.jwks().to_string(),
                 replay: ReplayCache::memory(replay_limits),
@@ -313,6 +318,65 @@ impl AppState {
     pub fn server_stats(&self) -> &crate::serve::ServerStats {
         &self.inner.server
     }
+
+    /// The credential cache's counters (hits, misses, refreshes, evictions).
+    pub fn credential_cache_stats(&self) -> CacheStats {
+        self.inner.credential_cache.stats()
+    }
+}
+
+/// The configured targets, with each cloud target's `ca_file` read into its settings.
+fn with_ca_bundles(config: &Config) -> Result<Vec<Target>, StartupError> {
+    let mut targets = config.targets.clone();
+    for target in &mut targets {
+        if let (Some(cloud), Some(path)) = (
+            target.cloud.as_mut(),
+            config.target_ca_files.get(&target.name),
+        ) {
+            cloud.set_ca_pem(Some(CaPem(read(path)?)));
+        }
+    }
+    Ok(targets)
+}
+
+/// One provider per kind: `jwt` mints directly; each cloud kind that has a target gets
+/// its adapter behind the shared credential cache.
+fn build_providers(
+    config: &Config,
+    issuer: &Arc<Issuer>,
+    targets: &[Target],
+    cache: &CredentialCache,
+) -> Result<HashMap<TargetKind, Arc<dyn CredentialProvider>>, StartupError> {
+    let default_alg = config.issuer.algorithm;
+    let mut providers: HashMap<TargetKind, Arc<dyn CredentialProvider>> = HashMap::new();
+    providers.insert(
+        TargetKind::Jwt,
+        Arc::new(JwtProvider::new(issuer.clone(), default_alg)),
+    );
+    let has = |kind: TargetKind| targets.iter().any(|t| t.kind == kind);
+    if has(TargetKind::Aws) {
+        let aws = AwsProvider::new(
+            issuer.clone(),
+            TargetKind::Aws.signing_alg(default_alg),
+            targets,
+            None,
+        )?;
+        providers.insert(TargetKind::Aws, Arc::new(cache.wrap(Arc::new(aws))));
+    }
+    if has(TargetKind::Gcp) {
+        let gcp = GcpProvider::new(
+            issuer.clone(),
+            TargetKind::Gcp.signing_alg(default_alg),
+            targets,
+            None,
+        )?;
+        providers.insert(TargetKind::Gcp, Arc::new(cache.wrap(Arc::new(gcp))));
+    }
+    if has(TargetKind::Azure) {
+        let azure = AzureProvider::new(issuer.clone(), targets, None)?;
+        providers.insert(TargetKind::Azure, Arc::new(cache.wrap(Arc::new(azure))));
+    }
+    Ok(providers)
 }
 
 /// The configured targets as policy sees them.
@@ -348,15 +412,21 @@ fn read(path: &Path) -> Result<Vec<u8>, StartupError> {
     })
 }
 
+/// The issuer's keys: generated (one per algorithm the targets need) for an ephemeral
+/// issuer, else read from `issuer.keys` in order, each checked against its `algorithm`.
 fn load_keys(config: &Config) -> Result<KeyRing, StartupError> {
-    let alg = config.issuer.algorithm;
     if config.issuer.ephemeral_key {
         tracing::warn!("signing with an ephemeral key: tokens stop verifying when Legate restarts");
-        let key = SigningKey::generate(alg, None).map_err(|source| StartupError::Key {
-            path: "<ephemeral>".into(),
-            source,
-        })?;
-        return Ok(KeyRing::new(key));
+        let keys = config
+            .signing_algs()
+            .into_iter()
+            .map(|alg| SigningKey::generate(alg, None))
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|source| StartupError::Key {
+                path: "<ephemeral>".into(),
+                source,
+            })?;
+        return Ok(KeyRing::from_keys(keys)?);
     }
     let mut keys = Vec::new();
     for k in &config.issuer.keys {
@@ -366,9 +436,18 @@ fn load_keys(config: &Config) -> Result<KeyRing, StartupError> {
             .extension()
             .is_some_and(|e| e == "json" || e == "jwk");
         let key = if is_jwk {
-            SigningKey::from_jwk(&bytes, k.kid.clone())
+            SigningKey::from_jwk(&bytes, k.kid.clone()).and_then(|key| {
+                if key.alg() == k.algorithm {
+                    Ok(key)
+                } else {
+                    Err(legate_issuer::KeyLoadError::AlgMismatch {
+                        expected: k.algorithm,
+                        found: key.alg(),
+                    })
+                }
+            })
         } else {
-            SigningKey::from_pem(&bytes, k.kid.clone(), Some(alg))
+            SigningKey::from_pem(&bytes, k.kid.clone(), Some(k.algorithm))
         }
         .map_err(|source| StartupError::Key {
             path: k.path.clone(),
@@ -376,12 +455,5 @@ fn load_keys(config: &Config) -> Result<KeyRing, StartupError> {
         })?;
         keys.push(key);
     }
-    let mut iter = keys.into_iter();
-    let Some(active) = iter.next() else {
-        return Err(StartupError::Key {
-            path: "<none>".into(),
-            source: legate_issuer::KeyLoadError::NoPrivateKey,
-        });
-    };
-    Ok(KeyRing::with_retired(active, iter.collect())?)
+    Ok(KeyRing::from_keys(keys)?)
 }

@@ -73,6 +73,12 @@ pub struct AuditEvent {
     /// Hex SHA-256 of the presented subject token.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub subject_token_sha256: Option<String>,
+    /// The cloud's own error code, when a cloud refused or failed (escaped, bounded).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cloud_error_code: Option<String>,
+    /// The cloud's request (or correlation) id of the call, when it gave one.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cloud_request_id: Option<String>,
     /// Handling time, microseconds.
     pub latency_us: u64,
 }

@@ -14,7 +14,9 @@ use ipnet::IpNet;
 use legate_core::Alg;
 use legate_issuer::SigningAlg;
 use legate_state::ReplayMode;
-use legate_sts::TargetKind;
+use legate_sts::{
+    AwsTarget, AzureTarget, CacheSettings, CloudTarget, GcpTarget, Target, TargetKind,
+};
 use serde::Deserialize;
 use toml::Spanned;
 
@@ -67,11 +69,39 @@ pub struct Config {
     /// `[policy]`.
     pub policy: PolicySource,
     /// `[[target]]`.
-    pub targets: Vec<legate_sts::Target>,
+    pub targets: Vec<Target>,
+    /// Each cloud target's `ca_file`, by target name (read at start-up, not by
+    /// `config check`).
+    pub target_ca_files: BTreeMap<String, PathBuf>,
+    /// `[credential_cache]`.
+    pub credential_cache: CacheSettings,
     /// `[state]`.
     pub state: StateConfig,
     /// `[audit]`.
     pub audit: AuditConfig,
+}
+
+impl Config {
+    /// The algorithms Legate signs with for the configured targets, the default first:
+    /// RS256 for `azure` targets, `issuer.algorithm` for the others (and when there is no
+    /// target at all). An ephemeral issuer generates one key for each.
+    pub fn signing_algs(&self) -> Vec<SigningAlg> {
+        signing_algs(self.issuer.algorithm, &self.targets)
+    }
+}
+
+fn signing_algs(default: SigningAlg, targets: &[Target]) -> Vec<SigningAlg> {
+    let mut algs: Vec<SigningAlg> = Vec::with_capacity(2);
+    for alg in targets.iter().map(|t| t.kind.signing_alg(default)) {
+        if !algs.contains(&alg) {
+            algs.push(alg);
+        }
+    }
+    if algs.is_empty() {
+        algs.push(default);
+    }
+    algs.sort_by_key(|a| *a != default);
+    algs
 }
 
 /// `[server]`.
@@ -105,9 +135,11 @@ pub struct ServerConfig {
 /// `[issuer]`.
 #[derive(Debug, Clone)]
 pub struct IssuerConfig {
-    /// Algorithm of generated keys.
+    /// The default algorithm: `jwt` targets, AWS and Google assertions, and a key file
+    /// that names none.
     pub algorithm: SigningAlg,
-    /// Signing keys; the first is active, the rest stay published (rotation).
+    /// Signing keys; the first of each algorithm signs, the rest stay published
+    /// (rotation).
     pub keys: Vec<KeyFile>,
     /// Generate an in-memory key at start (development only).
     pub ephemeral_key: bool,
@@ -122,6 +154,8 @@ pub struct KeyFile {
     pub path: PathBuf,
     /// `kid` override (default: RFC 7638 thumbprint).
     pub kid: Option<String>,
+    /// The algorithm this key signs with.
+    pub algorithm: SigningAlg,
 }
 
 /// Where an issuer's keys come from, as configured.
@@ -219,6 +253,8 @@ struct RawConfig {
     policy: RawPolicy,
     #[serde(default)]
     target: Vec<Spanned<RawTarget>>,
+    #[serde(default)]
+    credential_cache: RawCredentialCache,
     #[serde(default)]
     state: RawState,
     #[serde(default)]
@@ -326,6 +362,7 @@ const fn default_token_lifetime() -> u64 {
 struct RawKey {
     path: PathBuf,
     kid: Option<String>,
+    algorithm: Option<Spanned<String>>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -388,16 +425,106 @@ struct RawPolicy {
 struct RawTarget {
     name: String,
     kind: String,
-    audience: String,
+    audience: Option<String>,
     #[serde(default = "default_target_max")]
     max_lifetime_secs: u64,
     default_lifetime_secs: Option<u64>,
     #[serde(default)]
     labels: BTreeMap<String, String>,
+    // Every cloud kind.
+    ca_file: Option<PathBuf>,
+    timeout_secs: Option<u64>,
+    // `aws`.
+    role_arn: Option<String>,
+    region: Option<String>,
+    endpoint: Option<String>,
+    assertion_audience: Option<String>,
+    // `gcp`.
+    workload_identity_provider: Option<String>,
+    service_account: Option<String>,
+    scopes: Option<Vec<String>>,
+    sts_endpoint: Option<String>,
+    iam_credentials_endpoint: Option<String>,
+    // `azure`.
+    tenant_id: Option<String>,
+    client_id: Option<String>,
+    scope: Option<String>,
+    authority_host: Option<String>,
+}
+
+impl RawTarget {
+    /// The kind-specific keys that are set, with the kind each belongs to.
+    fn kind_keys(&self) -> Vec<(&'static str, TargetKind)> {
+        let mut set = Vec::new();
+        let mut add = |present: bool, key: &'static str, kind: TargetKind| {
+            if present {
+                set.push((key, kind));
+            }
+        };
+        add(self.role_arn.is_some(), "role_arn", TargetKind::Aws);
+        add(self.region.is_some(), "region", TargetKind::Aws);
+        add(self.endpoint.is_some(), "endpoint", TargetKind::Aws);
+        add(
+            self.assertion_audience.is_some(),
+            "assertion_audience",
+            TargetKind::Aws,
+        );
+        add(
+            self.workload_identity_provider.is_some(),
+            "workload_identity_provider",
+            TargetKind::Gcp,
+        );
+        add(
+            self.service_account.is_some(),
+            "service_account",
+            TargetKind::Gcp,
+        );
+        add(self.scopes.is_some(), "scopes", TargetKind::Gcp);
+        add(self.sts_endpoint.is_some(), "sts_endpoint", TargetKind::Gcp);
+        add(
+            self.iam_credentials_endpoint.is_some(),
+            "iam_credentials_endpoint",
+            TargetKind::Gcp,
+        );
+        add(self.tenant_id.is_some(), "tenant_id", TargetKind::Azure);
+        add(self.client_id.is_some(), "client_id", TargetKind::Azure);
+        add(self.scope.is_some(), "scope", TargetKind::Azure);
+        add(
+            self.authority_host.is_some(),
+            "authority_host",
+            TargetKind::Azure,
+        );
+        set
+    }
 }
 
 const fn default_target_max() -> u64 {
     900
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawCredentialCache {
+    #[serde(default = "default_min_remaining")]
+    min_remaining_secs: u64,
+    #[serde(default = "default_max_entries")]
+    max_entries: u64,
+}
+
+impl Default for RawCredentialCache {
+    fn default() -> Self {
+        Self {
+            min_remaining_secs: default_min_remaining(),
+            max_entries: default_max_entries(),
+        }
+    }
+}
+
+const fn default_min_remaining() -> u64 {
+    300
+}
+const fn default_max_entries() -> u64 {
+    10_000
 }
 
 #[derive(Debug, Deserialize)]
@@ -558,7 +685,9 @@ impl Checker<'_> {
         let server = self.server(raw.server)?;
         let issuer = self.issuer(raw.issuer)?;
         let trusts = self.trusts(raw.trust, &server.public_url)?;
-        let targets = self.targets(raw.target, issuer.default_lifetime_secs)?;
+        let (targets, target_ca_files) = self.targets(raw.target, issuer.default_lifetime_secs)?;
+        self.keys_cover_targets(&issuer, &targets)?;
+        let credential_cache = self.credential_cache(&raw.credential_cache)?;
         let policy = match (raw.policy.dir, raw.policy.bundled) {
             (Some(_), true) => {
                 return Err(self.err(0..0, "policy", "set either `dir` or `bundled`, not both"));
@@ -631,6 +760,8 @@ impl Checker<'_> {
             trusts,
             policy,
             targets,
+            target_ca_files,
+            credential_cache,
             state: StateConfig {
                 replay_capacity,
                 replay_capacity_per_trust,
@@ -767,16 +898,27 @@ impl Checker<'_> {
                 "must be between 60 and 86400",
             ));
         }
+        let mut keys = Vec::with_capacity(raw.keys.len());
+        for (i, k) in raw.keys.into_iter().enumerate() {
+            let key_alg = match &k.algorithm {
+                None => algorithm,
+                Some(a) => a.get_ref().parse::<SigningAlg>().map_err(|e| {
+                    self.err(
+                        a.span(),
+                        format!("issuer.keys[{i}].algorithm"),
+                        e.to_string(),
+                    )
+                })?,
+            };
+            keys.push(KeyFile {
+                path: self.path(&k.path),
+                kid: k.kid,
+                algorithm: key_alg,
+            });
+        }
         Ok(IssuerConfig {
             algorithm,
-            keys: raw
-                .keys
-                .into_iter()
-                .map(|k| KeyFile {
-                    path: self.path(&k.path),
-                    kid: k.kid,
-                })
-                .collect(),
+            keys,
             ephemeral_key: raw.ephemeral_key,
             default_lifetime_secs: raw.default_lifetime_secs,
         })
@@ -880,53 +1022,502 @@ impl Checker<'_> {
         &self,
         raw: Vec<Spanned<RawTarget>>,
         default_lifetime: u64,
-    ) -> Result<Vec<legate_sts::Target>, ConfigError> {
+    ) -> Result<(Vec<Target>, BTreeMap<String, PathBuf>), ConfigError> {
         let mut names = HashSet::new();
         let mut out = Vec::new();
+        let mut ca_files = BTreeMap::new();
         for (i, spanned) in raw.into_iter().enumerate() {
             let span = spanned.span();
             let t = spanned.into_inner();
             let key = |field: &str| format!("target[{i}].{field}");
+            let err = |field: &str, msg: String| self.err(span.clone(), key(field), msg);
             if !is_name(&t.name) {
-                return Err(self.err(span, key("name"), "use letters, digits, `-` and `_` (1-64)"));
+                return Err(err(
+                    "name",
+                    "use letters, digits, `-` and `_` (1-64)".into(),
+                ));
             }
             if !names.insert(t.name.clone()) {
-                return Err(self.err(span, key("name"), format!("`{}` is used twice", t.name)));
+                return Err(err("name", format!("`{}` is used twice", t.name)));
             }
             let Some(kind) = TargetKind::parse(&t.kind) else {
-                return Err(self.err(
-                    span,
-                    key("kind"),
-                    format!("unknown kind `{}`: this version supports `jwt`", t.kind),
+                return Err(err(
+                    "kind",
+                    format!(
+                        "unknown kind `{}`: use `jwt`, `aws`, `gcp` or `azure`",
+                        t.kind
+                    ),
                 ));
             };
-            if t.audience.is_empty() {
-                return Err(self.err(span, key("audience"), "must not be empty"));
+            if let Some((field, owner)) = t.kind_keys().into_iter().find(|(_, k)| *k != kind) {
+                return Err(err(
+                    field,
+                    format!("applies to `{owner}` targets only, not `{kind}`"),
+                ));
             }
-            if t.max_lifetime_secs == 0
-                || t.max_lifetime_secs > legate_issuer::MAX_TOKEN_LIFETIME_SECS
-            {
-                return Err(self.err(
-                    span,
-                    key("max_lifetime_secs"),
-                    "must be between 1 and 86400",
+            if !kind.is_cloud() {
+                for (field, set) in [
+                    ("ca_file", t.ca_file.is_some()),
+                    ("timeout_secs", t.timeout_secs.is_some()),
+                ] {
+                    if set {
+                        return Err(err(field, "applies to cloud targets only".into()));
+                    }
+                }
+            }
+            let max_total = match kind {
+                TargetKind::Aws => legate_sts::AWS_MAX_DURATION_SECS,
+                TargetKind::Gcp if t.service_account.is_some() => GCP_MAX_SA_LIFETIME_SECS,
+                _ => legate_issuer::MAX_TOKEN_LIFETIME_SECS,
+            };
+            let min_total = if kind == TargetKind::Aws {
+                legate_sts::AWS_MIN_DURATION_SECS
+            } else {
+                1
+            };
+            if !(min_total..=max_total).contains(&t.max_lifetime_secs) {
+                return Err(err(
+                    "max_lifetime_secs",
+                    format!("must be between {min_total} and {max_total} for `{kind}` targets"),
                 ));
             }
             let default_lifetime_secs = t
                 .default_lifetime_secs
                 .unwrap_or(default_lifetime)
                 .min(t.max_lifetime_secs);
-            out.push(legate_sts::Target {
-                name: t.name,
-                kind,
-                audience: t.audience,
-                max_lifetime_secs: t.max_lifetime_secs,
-                default_lifetime_secs,
-                labels: t.labels,
-            });
+            let timeout_secs = t
+                .timeout_secs
+                .unwrap_or(legate_sts::DEFAULT_CLOUD_TIMEOUT_SECS);
+            if !(1..=60).contains(&timeout_secs) {
+                return Err(err("timeout_secs", "must be between 1 and 60".into()));
+            }
+            let cloud = match kind {
+                TargetKind::Jwt => None,
+                TargetKind::Aws => {
+                    Some(CloudTarget::Aws(self.aws_target(&t, timeout_secs, &err)?))
+                }
+                TargetKind::Gcp => {
+                    Some(CloudTarget::Gcp(self.gcp_target(&t, timeout_secs, &err)?))
+                }
+                TargetKind::Azure => Some(CloudTarget::Azure(self.azure_target(
+                    &t,
+                    timeout_secs,
+                    &err,
+                )?)),
+            };
+            let target = match cloud {
+                None => {
+                    let Some(audience) = t.audience else {
+                        return Err(err("audience", "required for `jwt` targets".into()));
+                    };
+                    if audience.is_empty() {
+                        return Err(err("audience", "must not be empty".into()));
+                    }
+                    Target::jwt(
+                        t.name,
+                        audience,
+                        t.max_lifetime_secs,
+                        default_lifetime_secs,
+                        t.labels,
+                    )
+                }
+                Some(cloud) => {
+                    if t.audience.is_some() {
+                        return Err(err(
+                            "audience",
+                            format!(
+                                "not used by `{kind}` targets: the assertion's audience is the cloud's (`{}`)",
+                                cloud.assertion_audience()
+                            ),
+                        ));
+                    }
+                    if !legate_sts::google_subject_fits(&t.name) {
+                        return Err(err(
+                            "name",
+                            "too long: `target/<name>` must fit Google's 127-byte `google.subject`"
+                                .into(),
+                        ));
+                    }
+                    if let Some(ca) = &t.ca_file {
+                        ca_files.insert(t.name.clone(), self.path(ca));
+                    }
+                    Target::cloud(
+                        t.name,
+                        cloud,
+                        t.max_lifetime_secs,
+                        default_lifetime_secs,
+                        t.labels,
+                    )
+                }
+            };
+            out.push(target);
         }
-        Ok(out)
+        // SECURITY: a `jwt` target whose audience a cloud honours would let its tokens be
+        // exchanged at the cloud directly, bypassing the cloud target's policy, cache and
+        // audit trail.
+        let aws_audiences: Vec<&str> = out
+            .iter()
+            .filter(|t| t.kind == TargetKind::Aws)
+            .map(|t| t.audience.as_str())
+            .collect();
+        for (i, t) in out.iter().enumerate() {
+            if t.kind == TargetKind::Jwt
+                && (is_cloud_audience(&t.audience) || aws_audiences.contains(&t.audience.as_str()))
+            {
+                return Err(self.err(
+                    0..0,
+                    format!("target[{i}].audience"),
+                    format!(
+                        "`{}` is a cloud's assertion audience: the cloud would accept these tokens directly, bypassing policy; use a cloud target instead",
+                        t.audience
+                    ),
+                ));
+            }
+        }
+        Ok((out, ca_files))
     }
+
+    fn aws_target(
+        &self,
+        t: &RawTarget,
+        timeout_secs: u64,
+        err: &dyn Fn(&str, String) -> ConfigError,
+    ) -> Result<AwsTarget, ConfigError> {
+        let Some(role_arn) = &t.role_arn else {
+            return Err(err("role_arn", "required for `aws` targets".into()));
+        };
+        if !is_role_arn(role_arn) {
+            return Err(err(
+                "role_arn",
+                format!(
+                    "`{role_arn}` is not an IAM role ARN (`arn:aws:iam::<12-digit account>:role/<name>`)"
+                ),
+            ));
+        }
+        let region = t
+            .region
+            .clone()
+            .unwrap_or_else(|| legate_sts::AWS_DEFAULT_REGION.to_owned());
+        if !is_region(&region) {
+            return Err(err(
+                "region",
+                format!("`{region}` is not an AWS region name (like `eu-west-1`)"),
+            ));
+        }
+        let endpoint = t
+            .endpoint
+            .as_deref()
+            .map(|e| self.endpoint(e, "endpoint", err))
+            .transpose()?;
+        if let Some(aud) = &t.assertion_audience
+            && !is_token(aud, 255)
+        {
+            return Err(err(
+                "assertion_audience",
+                "use 1 to 255 printable ASCII characters without spaces".into(),
+            ));
+        }
+        Ok(AwsTarget {
+            role_arn: role_arn.clone(),
+            region,
+            endpoint,
+            assertion_audience: t.assertion_audience.clone(),
+            ca_pem: None,
+            timeout_secs,
+        })
+    }
+
+    fn gcp_target(
+        &self,
+        t: &RawTarget,
+        timeout_secs: u64,
+        err: &dyn Fn(&str, String) -> ConfigError,
+    ) -> Result<GcpTarget, ConfigError> {
+        let Some(provider) = &t.workload_identity_provider else {
+            return Err(err(
+                "workload_identity_provider",
+                "required for `gcp` targets".into(),
+            ));
+        };
+        if !is_provider_name(provider) {
+            return Err(err(
+                "workload_identity_provider",
+                format!(
+                    "`{provider}` is not a provider resource name (`projects/<number>/locations/global/workloadIdentityPools/<pool>/providers/<provider>`)"
+                ),
+            ));
+        }
+        if let Some(sa) = &t.service_account
+            && !is_service_account(sa)
+        {
+            return Err(err(
+                "service_account",
+                format!("`{sa}` is not a service account email or unique id"),
+            ));
+        }
+        let scopes = t
+            .scopes
+            .clone()
+            .unwrap_or_else(|| vec![legate_sts::GCP_DEFAULT_SCOPE.to_owned()]);
+        if scopes.is_empty() || scopes.len() > 20 {
+            return Err(err("scopes", "list 1 to 20 scopes".into()));
+        }
+        if let Some(bad) = scopes.iter().find(|s| !is_google_scope(s)) {
+            return Err(err(
+                "scopes",
+                format!("`{bad}` is not an OAuth scope URL (`https://www.googleapis.com/auth/…`)"),
+            ));
+        }
+        let sts_endpoint = self.endpoint(
+            t.sts_endpoint
+                .as_deref()
+                .unwrap_or(legate_sts::GCP_DEFAULT_STS_ENDPOINT),
+            "sts_endpoint",
+            err,
+        )?;
+        let iam_credentials_endpoint = self.endpoint(
+            t.iam_credentials_endpoint
+                .as_deref()
+                .unwrap_or(legate_sts::GCP_DEFAULT_IAM_ENDPOINT),
+            "iam_credentials_endpoint",
+            err,
+        )?;
+        Ok(GcpTarget {
+            workload_identity_provider: provider.clone(),
+            service_account: t.service_account.clone(),
+            scopes,
+            sts_endpoint,
+            iam_credentials_endpoint,
+            ca_pem: None,
+            timeout_secs,
+        })
+    }
+
+    fn azure_target(
+        &self,
+        t: &RawTarget,
+        timeout_secs: u64,
+        err: &dyn Fn(&str, String) -> ConfigError,
+    ) -> Result<AzureTarget, ConfigError> {
+        let mut ids = Vec::with_capacity(2);
+        for (field, value) in [("tenant_id", &t.tenant_id), ("client_id", &t.client_id)] {
+            let Some(value) = value else {
+                return Err(err(field, "required for `azure` targets".into()));
+            };
+            if !is_guid(value) {
+                return Err(err(
+                    field,
+                    format!("`{value}` is not a GUID (`xxxxxxxx-xxxx-xxxx-xxxx-xxxxxxxxxxxx`)"),
+                ));
+            }
+            ids.push(value.to_ascii_lowercase());
+        }
+        let Some(scope) = &t.scope else {
+            return Err(err("scope", "required for `azure` targets".into()));
+        };
+        if !is_azure_scope(scope) {
+            return Err(err(
+                "scope",
+                format!(
+                    "`{scope}` is not a client-credentials scope: use one `<resource>/.default`, like `https://management.azure.com/.default`"
+                ),
+            ));
+        }
+        let authority_host = self.endpoint(
+            t.authority_host
+                .as_deref()
+                .unwrap_or(legate_sts::AZURE_DEFAULT_AUTHORITY),
+            "authority_host",
+            err,
+        )?;
+        let [tenant_id, client_id]: [String; 2] = ids
+            .try_into()
+            .map_err(|_| err("tenant_id", "internal error".into()))?;
+        Ok(AzureTarget {
+            tenant_id,
+            client_id,
+            scope: scope.clone(),
+            authority_host,
+            ca_pem: None,
+            timeout_secs,
+        })
+    }
+
+    /// Checks an endpoint override and drops a trailing `/`.
+    fn endpoint(
+        &self,
+        url: &str,
+        field: &str,
+        err: &dyn Fn(&str, String) -> ConfigError,
+    ) -> Result<String, ConfigError> {
+        legate_sts::check_endpoint(url).map_err(|e| err(field, e.to_string()))?;
+        Ok(url.trim_end_matches('/').to_owned())
+    }
+
+    /// Every algorithm the targets sign with needs a key (ephemeral issuers generate
+    /// them).
+    fn keys_cover_targets(
+        &self,
+        issuer: &IssuerConfig,
+        targets: &[Target],
+    ) -> Result<(), ConfigError> {
+        if issuer.ephemeral_key {
+            return Ok(());
+        }
+        for (i, t) in targets.iter().enumerate() {
+            let alg = t.kind.signing_alg(issuer.algorithm);
+            if !issuer.keys.iter().any(|k| k.algorithm == alg) {
+                return Err(self.err(
+                    0..0,
+                    format!("target[{i}].kind"),
+                    format!(
+                        "`{}` targets sign with {alg}, but no `[[issuer.keys]]` entry has `algorithm = \"{alg}\"`",
+                        t.kind
+                    ),
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    fn credential_cache(&self, raw: &RawCredentialCache) -> Result<CacheSettings, ConfigError> {
+        if raw.min_remaining_secs > 3600 {
+            return Err(self.err(
+                0..0,
+                "credential_cache.min_remaining_secs",
+                "must be at most 3600",
+            ));
+        }
+        if !(1..=10_000_000).contains(&raw.max_entries) {
+            return Err(self.err(
+                0..0,
+                "credential_cache.max_entries",
+                "must be between 1 and 10000000",
+            ));
+        }
+        Ok(CacheSettings {
+            min_remaining_secs: raw.min_remaining_secs,
+            max_entries: raw.max_entries,
+        })
+    }
+}
+
+/// The longest `generateAccessToken` lifetime Google allows (12 hours, with the
+/// `iam.allowServiceAccountCredentialLifetimeExtension` constraint; 1 hour without).
+const GCP_MAX_SA_LIFETIME_SECS: u64 = 43_200;
+
+/// Whether an audience is one a cloud's token service honours for federation.
+fn is_cloud_audience(aud: &str) -> bool {
+    let aud = aud.to_ascii_lowercase();
+    aud == legate_sts::AWS_DEFAULT_AUDIENCE
+        || aud == legate_sts::AZURE_ASSERTION_AUDIENCE.to_ascii_lowercase()
+        || aud.starts_with("https://iam.googleapis.com/")
+        || aud.starts_with("//iam.googleapis.com/")
+}
+
+/// `arn:aws[-partition]:iam::<12 digits>:role/<path/name>`, 20 to 2048 characters.
+fn is_role_arn(s: &str) -> bool {
+    let mut parts = s.splitn(6, ':');
+    let (Some("arn"), Some(partition), Some("iam"), Some(""), Some(account), Some(resource)) = (
+        parts.next(),
+        parts.next(),
+        parts.next(),
+        parts.next(),
+        parts.next(),
+        parts.next(),
+    ) else {
+        return false;
+    };
+    let partition_ok = partition
+        .strip_prefix("aws")
+        .is_some_and(|rest| rest.bytes().all(|b| b.is_ascii_lowercase() || b == b'-'));
+    let account_ok = account.len() == 12 && account.bytes().all(|b| b.is_ascii_digit());
+    let role_ok = resource.strip_prefix("role/").is_some_and(|name| {
+        !name.is_empty()
+            && !name.ends_with('/')
+            && name
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b"+=,.@_/-".contains(&b))
+    });
+    (20..=2048).contains(&s.len()) && partition_ok && account_ok && role_ok
+}
+
+/// An AWS region name: `eu-west-1`, `us-gov-west-1`, `ap-southeast-4`.
+fn is_region(s: &str) -> bool {
+    let parts: Vec<&str> = s.split('-').collect();
+    let letters = |p: &&str| !p.is_empty() && p.bytes().all(|b| b.is_ascii_lowercase());
+    s.len() <= 32
+        && parts.len() >= 3
+        && parts.first().is_some_and(letters)
+        && parts
+            .get(1..parts.len() - 1)
+            .is_some_and(|m| m.iter().all(letters))
+        && parts
+            .last()
+            .is_some_and(|p| !p.is_empty() && p.bytes().all(|b| b.is_ascii_digit()))
+}
+
+/// `projects/<number>/locations/global/workloadIdentityPools/<pool>/providers/<id>`,
+/// pool and provider ids of 4 to 32 characters from `a-z 0-9 -`.
+fn is_provider_name(s: &str) -> bool {
+    let id = |p: &str| {
+        (4..=32).contains(&p.len())
+            && p.bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+    };
+    let parts: Vec<&str> = s.split('/').collect();
+    matches!(
+        parts.as_slice(),
+        ["projects", number, "locations", "global", "workloadIdentityPools", pool, "providers", provider]
+            if !number.is_empty()
+                && number.bytes().all(|b| b.is_ascii_digit())
+                && id(pool)
+                && id(provider)
+    )
+}
+
+/// A service account email (`name@project.iam.gserviceaccount.com`) or unique id.
+fn is_service_account(s: &str) -> bool {
+    if !s.is_empty() && s.len() <= 32 && s.bytes().all(|b| b.is_ascii_digit()) {
+        return true;
+    }
+    let Some((local, domain)) = s.split_once('@') else {
+        return false;
+    };
+    let ok = |p: &str| {
+        !p.is_empty()
+            && p.bytes().all(|b| {
+                b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'.' || b == b'_'
+            })
+    };
+    s.len() <= 254 && ok(local) && ok(domain) && domain.contains('.')
+}
+
+/// A Google OAuth scope: an `https://` URL without whitespace.
+fn is_google_scope(s: &str) -> bool {
+    s.strip_prefix("https://")
+        .is_some_and(|rest| !rest.is_empty() && is_token(s, 512))
+}
+
+/// A GUID, `8-4-4-4-12` hex digits.
+fn is_guid(s: &str) -> bool {
+    let groups: Vec<&str> = s.split('-').collect();
+    groups.len() == 5
+        && groups
+            .iter()
+            .zip([8, 4, 4, 4, 12])
+            .all(|(g, n)| g.len() == n && g.bytes().all(|b| b.is_ascii_hexdigit()))
+}
+
+/// One Entra client-credentials scope: `<resource>/.default`.
+fn is_azure_scope(s: &str) -> bool {
+    s.strip_suffix("/.default")
+        .is_some_and(|resource| !resource.is_empty() && is_token(s, 512))
+}
+
+/// 1 to `max` printable ASCII characters without spaces.
+fn is_token(s: &str, max: usize) -> bool {
+    (1..=max).contains(&s.len()) && s.bytes().all(|b| b.is_ascii_graphic())
 }
 
 fn is_name(s: &str) -> bool {
@@ -1271,5 +1862,389 @@ labels = { env = "prod" }
     fn a_signing_key_is_required() {
         let e = load(&GOOD.replace("ephemeral_key = true", "")).unwrap_err();
         assert_eq!(e.key.as_deref(), Some("issuer.keys"));
+    }
+
+    const CLOUDS: &str = r#"
+[[target]]
+name = "aws-deploy"
+kind = "aws"
+role_arn = "arn:aws:iam::123456789012:role/deploy"
+max_lifetime_secs = 3600
+
+[[target]]
+name = "gcp-deploy"
+kind = "gcp"
+workload_identity_provider = "projects/123456789/locations/global/workloadIdentityPools/legate/providers/legate"
+service_account = "deployer@proj.iam.gserviceaccount.com"
+
+[[target]]
+name = "azure-deploy"
+kind = "azure"
+tenant_id = "00000000-0000-0000-0000-000000000001"
+client_id = "00000000-0000-0000-0000-000000000002"
+scope = "https://management.azure.com/.default"
+"#;
+
+    fn with_clouds() -> String {
+        format!("{GOOD}{CLOUDS}")
+    }
+
+    /// Loads `GOOD` plus the cloud targets with `from` replaced by `to`, expecting an
+    /// error on `key`.
+    fn refused(from: &str, to: &str, key: &str) -> ConfigError {
+        let src = with_clouds().replacen(from, to, 1);
+        assert_ne!(src, with_clouds(), "`{from}` not found");
+        let e = load(&src).unwrap_err();
+        assert_eq!(e.key.as_deref(), Some(key), "{e}");
+        e
+    }
+
+    #[test]
+    fn cloud_targets_load_with_their_defaults() {
+        let c = load(&with_clouds()).unwrap();
+        let [_, aws, gcp, azure] = c.targets.as_slice() else {
+            panic!("{:?}", c.targets);
+        };
+        assert_eq!(aws.kind, TargetKind::Aws);
+        assert_eq!(aws.audience, "sts.amazonaws.com");
+        let Some(CloudTarget::Aws(a)) = &aws.cloud else {
+            panic!()
+        };
+        assert_eq!(a.region, "us-east-1");
+        assert_eq!(a.endpoint, None);
+        assert_eq!(a.timeout_secs, 10);
+        assert_eq!(
+            gcp.audience,
+            "https://iam.googleapis.com/projects/123456789/locations/global/workloadIdentityPools/legate/providers/legate"
+        );
+        let Some(CloudTarget::Gcp(g)) = &gcp.cloud else {
+            panic!()
+        };
+        assert_eq!(g.scopes, ["https://www.googleapis.com/auth/cloud-platform"]);
+        assert_eq!(g.sts_endpoint, "https://sts.googleapis.com");
+        assert_eq!(
+            g.iam_credentials_endpoint,
+            "https://iamcredentials.googleapis.com"
+        );
+        assert_eq!(azure.audience, "api://AzureADTokenExchange");
+        let Some(CloudTarget::Azure(z)) = &azure.cloud else {
+            panic!()
+        };
+        assert_eq!(z.authority_host, "https://login.microsoftonline.com");
+        assert_eq!(c.credential_cache, CacheSettings::default());
+        assert_eq!(c.signing_algs(), [SigningAlg::Es256, SigningAlg::Rs256]);
+    }
+
+    #[test]
+    fn optional_cloud_keys_are_read() {
+        let src = with_clouds()
+            .replace(
+                "max_lifetime_secs = 3600\n",
+                "max_lifetime_secs = 3600\nregion = \"eu-west-1\"\nendpoint = \"http://127.0.0.1:5000/\"\nassertion_audience = \"legate\"\nca_file = \"sts-ca.pem\"\ntimeout_secs = 2\n",
+            )
+            .replace(
+                "providers/legate\"\n",
+                "providers/legate\"\nscopes = [\"https://www.googleapis.com/auth/devstorage.read_only\"]\nsts_endpoint = \"https://sts.internal.example\"\n",
+            )
+            .replace(
+                "/.default\"\n",
+                "/.default\"\nauthority_host = \"http://localhost:7000\"\n",
+            )
+            + "\n[credential_cache]\nmin_remaining_secs = 60\nmax_entries = 5\n";
+        let c = load(&src).unwrap();
+        let Some(CloudTarget::Aws(a)) = &c.targets[1].cloud else {
+            panic!()
+        };
+        assert_eq!(a.region, "eu-west-1");
+        assert_eq!(a.endpoint.as_deref(), Some("http://127.0.0.1:5000"));
+        assert_eq!(c.targets[1].audience, "legate");
+        assert_eq!(a.timeout_secs, 2);
+        assert_eq!(
+            c.target_ca_files.get("aws-deploy"),
+            Some(&PathBuf::from("/etc/legate/sts-ca.pem"))
+        );
+        let Some(CloudTarget::Gcp(g)) = &c.targets[2].cloud else {
+            panic!()
+        };
+        assert_eq!(
+            g.scopes,
+            ["https://www.googleapis.com/auth/devstorage.read_only"]
+        );
+        assert_eq!(g.sts_endpoint, "https://sts.internal.example");
+        let Some(CloudTarget::Azure(z)) = &c.targets[3].cloud else {
+            panic!()
+        };
+        assert_eq!(z.authority_host, "http://localhost:7000");
+        assert_eq!(
+            c.credential_cache,
+            CacheSettings {
+                min_remaining_secs: 60,
+                max_entries: 5
+            }
+        );
+    }
+
+    #[test]
+    fn malformed_cloud_identifiers_are_refused() {
+        for (from, to, key) in [
+            (
+                "arn:aws:iam::123456789012:role/deploy",
+                "arn:aws:iam::1234:role/deploy",
+                "target[1].role_arn",
+            ),
+            (
+                "arn:aws:iam::123456789012:role/deploy",
+                "arn:aws:s3:::bucket",
+                "target[1].role_arn",
+            ),
+            (
+                "arn:aws:iam::123456789012:role/deploy",
+                "arn:aws:iam::123456789012:user/deploy",
+                "target[1].role_arn",
+            ),
+            (
+                "arn:aws:iam::123456789012:role/deploy",
+                "arn:aws:iam::123456789012:role/",
+                "target[1].role_arn",
+            ),
+            (
+                "max_lifetime_secs = 3600\n",
+                "max_lifetime_secs = 3600\nregion = \"Mars\"\n",
+                "target[1].region",
+            ),
+            (
+                "projects/123456789/",
+                "projects/my-project/",
+                "target[2].workload_identity_provider",
+            ),
+            (
+                "providers/legate\"",
+                "providers/x\"",
+                "target[2].workload_identity_provider",
+            ),
+            (
+                "locations/global",
+                "locations/europe",
+                "target[2].workload_identity_provider",
+            ),
+            (
+                "deployer@proj.iam.gserviceaccount.com",
+                "deployer",
+                "target[2].service_account",
+            ),
+            (
+                "00000000-0000-0000-0000-000000000001",
+                "contoso",
+                "target[3].tenant_id",
+            ),
+            (
+                "00000000-0000-0000-0000-000000000002",
+                "0000-0000",
+                "target[3].client_id",
+            ),
+            (
+                "https://management.azure.com/.default",
+                "https://management.azure.com/user_impersonation",
+                "target[3].scope",
+            ),
+            (
+                "https://management.azure.com/.default",
+                "a/.default b/.default",
+                "target[3].scope",
+            ),
+        ] {
+            refused(from, to, key);
+        }
+        refused(
+            "service_account = \"deployer@proj.iam.gserviceaccount.com\"",
+            "scopes = [\"cloud-platform\"]",
+            "target[2].scopes",
+        );
+        refused(
+            "service_account = \"deployer@proj.iam.gserviceaccount.com\"",
+            "scopes = []",
+            "target[2].scopes",
+        );
+    }
+
+    #[test]
+    fn required_cloud_keys_are_required() {
+        refused(
+            "role_arn = \"arn:aws:iam::123456789012:role/deploy\"\n",
+            "",
+            "target[1].role_arn",
+        );
+        refused(
+            "workload_identity_provider = \"projects/123456789/locations/global/workloadIdentityPools/legate/providers/legate\"\n",
+            "",
+            "target[2].workload_identity_provider",
+        );
+        refused(
+            "tenant_id = \"00000000-0000-0000-0000-000000000001\"\n",
+            "",
+            "target[3].tenant_id",
+        );
+        refused(
+            "scope = \"https://management.azure.com/.default\"\n",
+            "",
+            "target[3].scope",
+        );
+        refused(
+            "audience = \"https://deploy.example.com\"\n",
+            "",
+            "target[0].audience",
+        );
+    }
+
+    /// Stops a cloud endpoint override from sending Legate's assertions over plain HTTP
+    /// off the local machine.
+    #[test]
+    fn plain_http_endpoints_are_refused_off_loopback() {
+        let e = refused(
+            "max_lifetime_secs = 3600\n",
+            "max_lifetime_secs = 3600\nendpoint = \"http://sts.amazonaws.com\"\n",
+            "target[1].endpoint",
+        );
+        assert!(e.message.contains("https"), "{e}");
+        refused(
+            "providers/legate\"\n",
+            "providers/legate\"\niam_credentials_endpoint = \"http://10.0.0.1\"\n",
+            "target[2].iam_credentials_endpoint",
+        );
+        refused(
+            "/.default\"\n",
+            "/.default\"\nauthority_host = \"https://u:p@login.example\"\n",
+            "target[3].authority_host",
+        );
+    }
+
+    #[test]
+    fn keys_of_another_kind_and_audience_on_clouds_are_refused() {
+        let e = refused(
+            "kind = \"aws\"\n",
+            "kind = \"aws\"\nscope = \"https://management.azure.com/.default\"\n",
+            "target[1].scope",
+        );
+        assert!(e.message.contains("`azure` targets only"), "{e}");
+        refused(
+            "kind = \"gcp\"\n",
+            "kind = \"gcp\"\naudience = \"x\"\n",
+            "target[2].audience",
+        );
+        refused(
+            "kind = \"jwt\"\n",
+            "kind = \"jwt\"\nrole_arn = \"arn:aws:iam::123456789012:role/deploy\"\n",
+            "target[0].role_arn",
+        );
+        refused(
+            "kind = \"jwt\"\n",
+            "kind = \"jwt\"\nca_file = \"ca.pem\"\n",
+            "target[0].ca_file",
+        );
+    }
+
+    /// Stops a `jwt` target from minting tokens a cloud would honour directly, which
+    /// would bypass the cloud target's policy, cache and audit trail.
+    #[test]
+    fn a_jwt_target_with_a_cloud_audience_is_refused() {
+        for aud in [
+            "sts.amazonaws.com",
+            "STS.amazonaws.com",
+            "api://AzureADTokenExchange",
+            "https://iam.googleapis.com/projects/1/locations/global/workloadIdentityPools/p/providers/x",
+            "//iam.googleapis.com/projects/1/locations/global/workloadIdentityPools/p/providers/x",
+        ] {
+            let e = refused(
+                "audience = \"https://deploy.example.com\"",
+                &format!("audience = \"{aud}\""),
+                "target[0].audience",
+            );
+            assert!(e.message.contains("bypassing policy"), "{e}");
+        }
+        // A custom AWS assertion audience is a cloud audience too.
+        let src = with_clouds().replace(
+            "max_lifetime_secs = 3600\n",
+            "max_lifetime_secs = 3600\nassertion_audience = \"https://deploy.example.com\"\n",
+        );
+        assert_eq!(
+            load(&src).unwrap_err().key.as_deref(),
+            Some("target[0].audience")
+        );
+    }
+
+    /// Stops a config AWS would fail on at every call: AWS refuses durations below 900 s
+    /// or above 43200 s rather than clamping them.
+    #[test]
+    fn aws_lifetimes_must_be_within_what_sts_issues() {
+        refused(
+            "max_lifetime_secs = 3600",
+            "max_lifetime_secs = 600",
+            "target[1].max_lifetime_secs",
+        );
+        refused(
+            "max_lifetime_secs = 3600",
+            "max_lifetime_secs = 86400",
+            "target[1].max_lifetime_secs",
+        );
+    }
+
+    #[test]
+    fn google_subject_limit_is_enforced_by_the_name_rules() {
+        // Names are at most 64 bytes, so `target/<name>` always fits 127 bytes.
+        assert!(legate_sts::google_subject_fits(&"n".repeat(64)));
+        let long = "n".repeat(65);
+        let e = refused(
+            "name = \"gcp-deploy\"",
+            &format!("name = \"{long}\""),
+            "target[2].name",
+        );
+        assert!(e.message.contains("1-64"), "{e}");
+    }
+
+    #[test]
+    fn key_algorithms_must_cover_the_targets() {
+        let keys = "[issuer]\nkeys = [{ path = \"ec.pem\" }]\n";
+        let src = with_clouds().replace("[issuer]\nephemeral_key = true\n", keys);
+        let e = load(&src).unwrap_err();
+        assert_eq!(e.key.as_deref(), Some("target[3].kind"), "{e}");
+        assert!(e.message.contains("RS256"), "{e}");
+
+        let keys = "[issuer]\nkeys = [{ path = \"ec.pem\" }, { path = \"rsa.pem\", algorithm = \"RS256\" }]\n";
+        let c = load(&with_clouds().replace("[issuer]\nephemeral_key = true\n", keys)).unwrap();
+        assert_eq!(c.issuer.keys[0].algorithm, SigningAlg::Es256);
+        assert_eq!(c.issuer.keys[1].algorithm, SigningAlg::Rs256);
+
+        let keys = "[issuer]\nkeys = [{ path = \"k.pem\", algorithm = \"HS256\" }]\n";
+        let e = load(&GOOD.replace("[issuer]\nephemeral_key = true\n", keys)).unwrap_err();
+        assert_eq!(e.key.as_deref(), Some("issuer.keys[0].algorithm"), "{e}");
+    }
+
+    #[test]
+    fn ephemeral_issuers_generate_one_key_per_needed_algorithm() {
+        assert_eq!(load(GOOD).unwrap().signing_algs(), [SigningAlg::Es256]);
+        let azure_only = GOOD.replace(
+            "[[target]]\nname = \"deploy-api\"\nkind = \"jwt\"\naudience = \"https://deploy.example.com\"\n",
+            "[[target]]\nname = \"deploy-api\"\nkind = \"azure\"\ntenant_id = \"00000000-0000-0000-0000-000000000001\"\nclient_id = \"00000000-0000-0000-0000-000000000002\"\nscope = \"api://x/.default\"\n",
+        );
+        assert_eq!(
+            load(&azure_only).unwrap().signing_algs(),
+            [SigningAlg::Rs256]
+        );
+    }
+
+    #[test]
+    fn credential_cache_settings_are_bounded() {
+        for (body, key) in [
+            (
+                "min_remaining_secs = 7200",
+                "credential_cache.min_remaining_secs",
+            ),
+            ("max_entries = 0", "credential_cache.max_entries"),
+        ] {
+            let src = format!("{GOOD}\n[credential_cache]\n{body}\n");
+            assert_eq!(load(&src).unwrap_err().key.as_deref(), Some(key));
+        }
+        let src = format!("{GOOD}\n[credential_cache]\nttl = 5\n");
+        assert!(load(&src).unwrap_err().to_string().contains("ttl"));
     }
 }

@@ -26,14 +26,17 @@ use axum::http::{HeaderMap, header};
 use axum::response::{IntoResponse, Response};
 use legate_core::UnverifiedJwt;
 use legate_core::exchange::{
-    OAuthErrorCode, TOKEN_TYPE_NOT_APPLICABLE, TokenExchangeRequest, TokenExchangeResponse,
+    OAuthErrorCode, TOKEN_TYPE_ACCESS_TOKEN, TOKEN_TYPE_AWS_CREDENTIALS, TOKEN_TYPE_BEARER,
+    TOKEN_TYPE_NOT_APPLICABLE, TokenExchangeRequest, TokenExchangeResponse,
 };
 use legate_core::jws::MAX_TOKEN_BYTES;
 use legate_core::text::{escape_untrusted, escape_untrusted_within};
 use legate_issuer::MINTED_TOKEN_TYPE;
 use legate_policy::{Decision, PolicyRequest};
 use legate_state::{MAX_JTI_BYTES, ReplayMode, ReplayVerdict, StateError};
-use legate_sts::{Credential, IssueRequest, Target};
+use legate_sts::{
+    Credential, ExchangeError, Grant, IssueRequest, Target, TargetKind, workload_claim,
+};
 
 use crate::app::AppState;
 use crate::audit::{AuditEvent, AuditSlot, Outcome};
@@ -117,8 +120,10 @@ pub enum Rejection {
     AuditQueueFull,
     /// The replay cache cannot answer (full, or its backend is down).
     State(StateError),
-    /// The target's provider failed.
+    /// The target's provider failed (Legate's side: no provider, minting).
     Issue(String),
+    /// The target's provider (a cloud's token service, or minting) refused or failed.
+    Cloud(ExchangeError),
 }
 
 impl Rejection {
@@ -141,6 +146,7 @@ impl Rejection {
             Self::State(StateError::JtiTooLong { .. }) => "jti_too_long",
             Self::State(_) => "state_unavailable",
             Self::Issue(_) => "issue_failed",
+            Self::Cloud(e) => e.reason_code(),
         }
     }
 
@@ -156,6 +162,7 @@ impl Rejection {
             }
             Self::State(e) => e.to_string(),
             Self::Issue(e) => e.clone(),
+            Self::Cloud(e) => e.to_string(),
         }
     }
 
@@ -181,6 +188,17 @@ impl Rejection {
             Self::AuditQueueFull | Self::State(_) => {
                 ApiError::new(TemporarilyUnavailable, "try again later", request_id)
             }
+            Self::Cloud(ExchangeError::TargetRefused { .. }) => ApiError::new(
+                InvalidTarget,
+                "the target's cloud refused this target's configuration; quote the request_id to your Legate operator",
+                request_id,
+            ),
+            Self::Cloud(ExchangeError::Unavailable { .. }) => ApiError::new(
+                TemporarilyUnavailable,
+                "the target's cloud token service is unavailable; retry later",
+                request_id,
+            ),
+            Self::Cloud(_) => ApiError::new(ServerError, "internal error", request_id),
         }
     }
 }
@@ -200,6 +218,7 @@ struct Facts {
     decision: Option<Decision>,
     lifetime_secs: Option<u64>,
     issued_jti: Option<String>,
+    cloud_request_id: Option<String>,
     slot: Option<AuditSlot>,
 }
 
@@ -225,6 +244,7 @@ impl Facts {
             decision: None,
             lifetime_secs: None,
             issued_jti: None,
+            cloud_request_id: None,
             slot: None,
         }
     }
@@ -235,6 +255,13 @@ impl Facts {
         now: i64,
         latency_us: u64,
     ) -> (Option<AuditSlot>, AuditEvent) {
+        let (cloud_error_code, cloud_request_id) = match result {
+            Err(Rejection::Cloud(e)) => (
+                e.cloud_code().map(str::to_owned),
+                e.cloud_request_id().map(str::to_owned),
+            ),
+            _ => (None, self.cloud_request_id.clone()),
+        };
         let (decision, reason, detail) = match result {
             Ok(_) => (
                 Outcome::Allow,
@@ -274,6 +301,8 @@ impl Facts {
             lifetime_secs: self.lifetime_secs,
             issued_jti: self.issued_jti,
             subject_token_sha256: self.subject_token_sha256,
+            cloud_error_code,
+            cloud_request_id,
             latency_us,
         };
         (self.slot, event)
@@ -422,29 +451,70 @@ async fn exchange(
             IssueRequest {
                 target,
                 subject: format!("{}:{}", trust.name(), claims.subject()),
+                workload: workload_claim(trust.name(), claims.subject()),
                 trust: trust.name(),
                 upstream_issuer: claims.issuer(),
                 upstream_subject: claims.subject(),
                 lifetime_secs: lifetime,
+                grant: Grant::default(),
+                request_id: &facts.request_id,
             },
             now,
         )
-        .await
-        .map_err(|e| Rejection::Issue(e.to_string()))?;
+        .await;
+    let issued = match issued {
+        Ok(issued) => issued,
+        Err(e) => {
+            // A transient cloud failure gives the `jti` back, so the client can retry
+            // with the same token; nothing was issued.
+            if e.is_transient()
+                && let (ReplayMode::SingleUse, Some(jti)) = (replay, jti)
+                && let Err(release) = state
+                    .inner
+                    .replay
+                    .release(trust.name(), claims.issuer(), jti)
+                    .await
+            {
+                tracing::warn!(request_id = %facts.request_id, error = %release, "replay record not released");
+            }
+            return Err(Rejection::Cloud(e));
+        }
+    };
 
     // 8. The answer (the audit event is written by the caller).
-    let Credential::Jwt {
-        token,
-        jti,
-        expires_at,
-    } = issued;
-    facts.issued_jti = Some(jti);
-    Ok(TokenExchangeResponse {
-        access_token: token.into_inner(),
-        issued_token_type: MINTED_TOKEN_TYPE,
-        token_type: TOKEN_TYPE_NOT_APPLICABLE,
-        expires_in: u64::try_from(expires_at.saturating_sub(now)).unwrap_or(0),
-        aws_credentials: None,
+    facts.cloud_request_id = issued.cloud_request_id().map(str::to_owned);
+    let expires_in = u64::try_from(issued.expires_at().saturating_sub(now)).unwrap_or(0);
+    Ok(match issued {
+        Credential::Jwt { token, jti, .. } => {
+            facts.issued_jti = Some(jti);
+            TokenExchangeResponse {
+                access_token: token.into_inner(),
+                issued_token_type: MINTED_TOKEN_TYPE,
+                token_type: TOKEN_TYPE_NOT_APPLICABLE,
+                expires_in,
+                aws_credentials: None,
+            }
+        }
+        aws @ Credential::Aws { .. } => {
+            let aws_credentials = aws.aws_credential_process_json();
+            let Credential::Aws { session_token, .. } = aws else {
+                return Err(Rejection::Issue("credential kind changed".to_owned()));
+            };
+            TokenExchangeResponse {
+                access_token: session_token.into_inner(),
+                issued_token_type: TOKEN_TYPE_AWS_CREDENTIALS,
+                token_type: TOKEN_TYPE_NOT_APPLICABLE,
+                expires_in,
+                aws_credentials,
+            }
+        }
+        Credential::AccessToken { token, .. } => TokenExchangeResponse {
+            access_token: token.into_inner(),
+            issued_token_type: TOKEN_TYPE_ACCESS_TOKEN,
+            token_type: TOKEN_TYPE_BEARER,
+            expires_in,
+            aws_credentials: None,
+        },
     })
 }
 
@@ -483,7 +553,9 @@ async fn read_request(request: Request) -> Result<TokenExchangeRequest, Rejectio
 /// target; for a reusable trust, also by the subject token's own remaining lifetime —
 /// a token that may be presented again must not buy a credential that outlives it.
 ///
-/// At least one second: a token inside its leeway window gets the shortest credential.
+/// At least one second: a token inside its leeway window gets the shortest credential;
+/// AWS credentials at least 900 s, the shortest session AWS issues (it fails rather than
+/// clamps), which is the one case where a reusable token's credential may outlive it.
 fn issued_lifetime(
     target: &Target,
     requested: Option<u64>,
@@ -499,24 +571,19 @@ fn issued_lifetime(
             lifetime.min(remaining)
         }
     };
-    capped.max(1)
+    match target.kind {
+        TargetKind::Aws => capped.max(legate_sts::AWS_MIN_DURATION_SECS),
+        _ => capped.max(1),
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use legate_sts::TargetKind;
     use std::collections::BTreeMap;
 
     fn target() -> Target {
-        Target {
-            name: "t".to_owned(),
-            kind: TargetKind::Jwt,
-            audience: "https://t.example".to_owned(),
-            max_lifetime_secs: 900,
-            default_lifetime_secs: 300,
-            labels: BTreeMap::new(),
-        }
+        Target::jwt("t", "https://t.example", 900, 300, BTreeMap::new())
     }
 
     /// Stops a reusable token from buying a credential that outlives it: the token is

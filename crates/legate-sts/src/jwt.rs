@@ -3,37 +3,32 @@
 use std::sync::Arc;
 
 use legate_core::UnixSeconds;
-use legate_issuer::{Issuer, MintRequest};
+use legate_issuer::{Issuer, MintRequest, SigningAlg};
 
-use crate::{BoxFuture, Credential, CredentialProvider, ExchangeError, IssueRequest, TargetKind};
+use crate::{BoxFuture, Credential, CredentialProvider, ExchangeError, IssueRequest};
 
-/// Mints Legate-signed JWTs with Legate's active signing key.
+/// Mints Legate-signed JWTs with the issuer's signing key for one algorithm (the
+/// configured `issuer.algorithm`).
 #[derive(Debug, Clone)]
 pub struct JwtProvider {
     issuer: Arc<Issuer>,
+    alg: SigningAlg,
 }
 
 impl JwtProvider {
-    /// A provider minting with `issuer`.
-    pub fn new(issuer: Arc<Issuer>) -> Self {
-        Self { issuer }
+    /// A provider minting with `issuer`'s signer for `alg`.
+    pub fn new(issuer: Arc<Issuer>, alg: SigningAlg) -> Self {
+        Self { issuer, alg }
     }
 }
 
 impl CredentialProvider for JwtProvider {
-    fn kind(&self) -> TargetKind {
-        TargetKind::Jwt
-    }
-
     fn issue<'a>(
         &'a self,
         request: IssueRequest<'a>,
         now: UnixSeconds,
     ) -> BoxFuture<'a, Result<Credential, ExchangeError>> {
         Box::pin(async move {
-            if request.target.kind != TargetKind::Jwt {
-                return Err(ExchangeError::WrongKind(request.target.name.clone()));
-            }
             let mint = MintRequest {
                 subject: request.subject,
                 audience: request.target.audience.clone(),
@@ -45,7 +40,7 @@ impl CredentialProvider for JwtProvider {
             };
             let minted = self
                 .issuer
-                .mint(&mint, now)
+                .mint(&mint, self.alg, now)
                 .map_err(|e| ExchangeError::Mint(e.to_string()))?;
             Ok(Credential::Jwt {
                 token: minted.token,
