@@ -1,6 +1,6 @@
 //! The attack corpus against ONE running Legate.
 //!
-//! [`legate_core::corpus`] generates, deterministically from a seed, every token of
+//! [`legate_testkit::corpus`] generates, deterministically from a seed, every token of
 //! `docs/attack-corpus.md` with the verdict Legate must reach. This module starts one
 //! Legate for the whole test binary (in-process: `AppState::build` + `legate_server::run`
 //! on 127.0.0.1, in a dedicated thread with its own tokio runtime, shared through a
@@ -38,11 +38,11 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, OnceLock, mpsc};
 use std::time::Duration;
 
-use legate_core::corpus::{self, AttackCase, AttackClass, CorpusContext, Expect, reason};
 use legate_server::audit::{AuditEvent, MemorySink, Outcome};
 use legate_server::clock::ManualClock;
 use legate_server::error::GENERIC_REJECTION;
 use legate_server::{AppState, BuildOptions};
+use legate_testkit::corpus::{self, AttackCase, AttackClass, CorpusContext, Expect, reason};
 use serde_json::Value;
 
 /// The seed of the per-case tests.

@@ -27,10 +27,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use legate_core::Clock as _;
-use legate_core::testkeys::TestKey;
 use legate_server::audit::{AuditEvent, MemorySink};
 use legate_server::clock::{ManualClock, SystemClock};
 use legate_server::{AppState, BuildOptions};
+use legate_testkit::testkeys::TestKey;
 use serde_json::{Value, json};
 use tokio::net::TcpListener;
 use tokio::task::JoinHandle;

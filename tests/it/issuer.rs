@@ -32,7 +32,7 @@ use bytes::Bytes;
 use hyper::body::{Frame, Incoming, SizeHint};
 use hyper::{Request, Response, StatusCode};
 use hyper_util::rt::TokioIo;
-use legate_core::testkeys::TestKey;
+use legate_testkit::testkeys::TestKey;
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use serde_json::{Value, json};

@@ -10,8 +10,8 @@
     reason = "test helpers outside #[test] functions: failing loudly is the point"
 )]
 
-use legate_core::testkeys::TestKey;
 use legate_server::audit::Outcome;
+use legate_testkit::testkeys::TestKey;
 use serde_json::{Value, json};
 
 use crate::harness::{
