@@ -45,6 +45,8 @@ use legate_server::{AppState, BuildOptions};
 use legate_testkit::corpus::{self, AttackCase, AttackClass, CorpusContext, Expect, reason};
 use serde_json::Value;
 
+use crate::harness::{GRANT_TYPE, TOKEN_TYPE_JWT};
+
 /// The seed of the per-case tests.
 const SEED: u64 = 0x1e6a_7e00_c0ff_ee01;
 /// The seeds of the whole-corpus test.
@@ -53,8 +55,6 @@ const SEED_TWO: u64 = 2;
 /// The seed of the legitimate token exchanged to obtain a Legate-minted token.
 const SEED_MINTED: u64 = 3;
 
-const GRANT_TYPE: &str = "urn:ietf:params:oauth:grant-type:token-exchange";
-const TOKEN_TYPE_JWT: &str = "urn:ietf:params:oauth:token-type:jwt";
 /// The wire description of a request body over the server's 64 KiB limit.
 const BODY_TOO_LARGE: &str = "request body too large";
 

@@ -170,11 +170,10 @@ async fn every_rejected_subject_token_gets_the_same_wire_answer() {
     // Another key under the trusted kid: a forged signature.
     let other_key = TestKey::es256_b("key-a");
     let alg_none = {
-        use base64::Engine as _;
+        use legate_core::b64;
         let header = json!({"alg": "none", "typ": "JWT"}).to_string();
         let payload = f.claims(&json!({})).to_string();
-        let b64 = base64::engine::general_purpose::URL_SAFE_NO_PAD;
-        format!("{}.{}.", b64.encode(header), b64.encode(payload))
+        format!("{}.{}.", b64::encode(header), b64::encode(payload))
     };
 
     let cases: Vec<(&str, String)> = vec![

@@ -7,7 +7,7 @@
 use proptest::prelude::*;
 
 use crate::b64;
-use crate::text::{MAX_ECHO_CHARS, escape_untrusted};
+use crate::text::{MAX_ECHO_CHARS, escape_untrusted, escape_untrusted_within};
 
 fn config(cases: u32) -> ProptestConfig {
     ProptestConfig {
@@ -43,6 +43,27 @@ proptest! {
         prop_assert!(out.chars().all(|c| c.is_ascii() || c == '…'));
         if s.chars().count() <= MAX_ECHO_CHARS {
             prop_assert!(!out.ends_with('…') || s.ends_with('…'));
+        }
+    }
+
+    #[test]
+    fn escape_untrusted_within_has_no_control_characters_and_cuts_only_past_the_bound(
+        s in any::<String>(),
+        max_bytes in 0usize..64,
+    ) {
+        let out = escape_untrusted_within(&s, max_bytes);
+        prop_assert!(!out.chars().any(char::is_control), "{:?}", out);
+        prop_assert!(out.chars().all(|c| c.is_ascii() || c == '…'));
+        prop_assert!(out.len() <= max_bytes * 10 + '…'.len_utf8());
+        let whole = escape_untrusted_within(&s, s.len());
+        if s.len() <= max_bytes {
+            // Never cut: the full escape, with no marker.
+            prop_assert_eq!(&out, &whole);
+            prop_assert!(!whole.ends_with('…'));
+        } else {
+            // Cut: a prefix of the full escape, then the marker.
+            let kept = out.strip_suffix('…');
+            prop_assert!(kept.is_some_and(|k| whole.starts_with(k)), "{:?}", out);
         }
     }
 }

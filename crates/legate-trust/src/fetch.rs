@@ -3,9 +3,12 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use legate_core::exchange::OIDC_DISCOVERY_PATH;
 use legate_core::json;
 use legate_core::jwk::{JwksError, KeySet, KeyWarning};
 use legate_core::text::escape_untrusted;
+use rustls_pki_types::CertificateDer;
+use rustls_pki_types::pem::PemObject as _;
 use serde_json::Value;
 
 /// Limits on every upstream fetch.
@@ -96,7 +99,7 @@ impl HttpFetcher {
         }
         if let Some(pem) = extra_ca_pem {
             let mut added = 0;
-            for cert in rustls_pemfile::certs(&mut &*pem) {
+            for cert in CertificateDer::pem_slice_iter(pem) {
                 let cert = cert.map_err(|e| FetchError::Client(format!("ca bundle: {e}")))?;
                 roots
                     .add(cert)
@@ -175,7 +178,7 @@ impl HttpFetcher {
     /// and returns its https `jwks_uri`.
     pub async fn discover_jwks_uri(&self, issuer: &str) -> Result<String, FetchError> {
         let url = format!(
-            "{}/.well-known/openid-configuration",
+            "{}{OIDC_DISCOVERY_PATH}",
             issuer.strip_suffix('/').unwrap_or(issuer)
         );
         let body = self.get(&url).await?;
