@@ -375,16 +375,6 @@ impl KeySet {
         Ok((set, warnings))
     }
 
-    /// Builds a set from keys already made (Legate's own keys, tests).
-    pub fn from_keys(keys: impl IntoIterator<Item = VerifyingKey>) -> (Self, Vec<KeyWarning>) {
-        let mut set = KeySet::default();
-        let mut warnings = Vec::new();
-        for key in keys {
-            set.insert(key, &mut warnings);
-        }
-        (set, warnings)
-    }
-
     fn insert(&mut self, key: VerifyingKey, warnings: &mut Vec<KeyWarning>) {
         if self.ambiguous.contains(&key.kid) {
             return;

@@ -120,7 +120,6 @@ pub(crate) struct Inner {
     pub(crate) audit: Arc<dyn AuditSink>,
     pub(crate) trusted_proxies: Vec<IpNet>,
     pub(crate) demo: Option<DemoIssuer>,
-    pub(crate) listen: std::net::SocketAddr,
     pub(crate) public_url: String,
 }
 
@@ -243,7 +242,6 @@ impl AppState {
                 audit,
                 trusted_proxies: config.server.trusted_proxies.clone(),
                 demo,
-                listen: config.server.listen,
                 public_url: config.server.public_url.clone(),
             }),
         })
@@ -259,19 +257,9 @@ impl AppState {
         &self.inner.trust
     }
 
-    /// The configured listen address.
-    pub fn listen_addr(&self) -> std::net::SocketAddr {
-        self.inner.listen
-    }
-
     /// Legate's issuer URL.
     pub fn public_url(&self) -> &str {
         &self.inner.public_url
-    }
-
-    /// The demo issuer's URL, in development mode.
-    pub fn demo_issuer(&self) -> Option<&str> {
-        self.inner.demo.as_ref().map(DemoIssuer::url)
     }
 
     /// The number of loaded policies.

@@ -5,7 +5,7 @@ use std::sync::Arc;
 use legate_core::UnixSeconds;
 use legate_issuer::{Issuer, MintRequest};
 
-use crate::{BoxFuture, Credential, CredentialProvider, ExchangeError, IssueRequest, TargetKind};
+use crate::{BoxFuture, Credential, CredentialProvider, ExchangeError, IssueRequest};
 
 /// Mints Legate-signed JWTs with Legate's active signing key.
 #[derive(Debug, Clone)]
@@ -21,19 +21,12 @@ impl JwtProvider {
 }
 
 impl CredentialProvider for JwtProvider {
-    fn kind(&self) -> TargetKind {
-        TargetKind::Jwt
-    }
-
     fn issue<'a>(
         &'a self,
         request: IssueRequest<'a>,
         now: UnixSeconds,
     ) -> BoxFuture<'a, Result<Credential, ExchangeError>> {
         Box::pin(async move {
-            if request.target.kind != TargetKind::Jwt {
-                return Err(ExchangeError::WrongKind(request.target.name.clone()));
-            }
             let mint = MintRequest {
                 subject: request.subject,
                 audience: request.target.audience.clone(),

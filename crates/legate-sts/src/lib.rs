@@ -121,16 +121,13 @@ pub enum ExchangeError {
     /// Legate's own signing failed.
     #[error("minting failed: {0}")]
     Mint(String),
-    /// The target is of another kind than the provider serves.
-    #[error("target `{0}` is not served by this provider")]
-    WrongKind(String),
 }
 
 /// Issues credentials for one [`TargetKind`].
+///
+/// INVARIANT: the server keeps one provider per kind and hands a provider only targets
+/// of its kind, so a provider does not check the kind again.
 pub trait CredentialProvider: Send + Sync + std::fmt::Debug {
-    /// The kind it serves.
-    fn kind(&self) -> TargetKind;
-
     /// Issues a credential at time `now`.
     fn issue<'a>(
         &'a self,

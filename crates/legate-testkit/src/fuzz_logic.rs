@@ -26,7 +26,7 @@ use std::sync::OnceLock;
 use serde_json::{Map, Value};
 
 use legate_core::json;
-use legate_core::jwk::{JwksError, KeyLookup, KeySet, MAX_KEYS, VerifyingKey};
+use legate_core::jwk::{JwksError, KeyLookup, KeySet, MAX_KEYS};
 use legate_core::jws::{Alg, MAX_TOKEN_BYTES, UnverifiedJwt};
 use legate_core::time::UnixSeconds;
 use legate_core::verify::{VerifiedClaims, VerifyRules, verify};
@@ -138,11 +138,11 @@ pub fn fuzz_claims(data: &[u8]) -> Result<(), String> {
     static SIGNER: OnceLock<Option<Signer>> = OnceLock::new();
     let Some(signer) = SIGNER.get_or_init(|| {
         let key = TestKey::eddsa("claims");
-        let jwk = key.public_jwk();
-        let jwk = jwk.as_object()?;
-        let verifying = VerifyingKey::from_jwk(jwk).ok()?;
-        let (keys, _) = KeySet::from_keys([verifying]);
-        Some(Signer { key, keys })
+        let jwks = serde_json::json!({ "keys": [key.public_jwk()] });
+        let (keys, _) = KeySet::from_jwks(&serde_json::to_vec(&jwks).ok()?).ok()?;
+        // The set must hold the key: one that was left out would make every
+        // verification fail for the wrong reason.
+        matches!(keys.get(&key.kid), KeyLookup::Found(_)).then_some(Signer { key, keys })
     }) else {
         return Err("the Ed25519 test key could not be built".into());
     };

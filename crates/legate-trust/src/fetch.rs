@@ -87,16 +87,10 @@ pub struct HttpFetcher {
 
 impl HttpFetcher {
     /// Builds a fetcher trusting the Mozilla roots plus `extra_ca_pem` (for private
-    /// issuers), or only `extra_ca_pem` when `only_extra` is set.
-    pub fn new(
-        extra_ca_pem: Option<&[u8]>,
-        only_extra: bool,
-        limits: FetchLimits,
-    ) -> Result<Self, FetchError> {
+    /// issuers).
+    pub fn new(extra_ca_pem: Option<&[u8]>, limits: FetchLimits) -> Result<Self, FetchError> {
         let mut roots = rustls::RootCertStore::empty();
-        if !only_extra {
-            roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
-        }
+        roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
         if let Some(pem) = extra_ca_pem {
             let mut added = 0;
             for cert in CertificateDer::pem_slice_iter(pem) {

@@ -217,17 +217,16 @@ impl TrustStore {
             {
                 return Err(TrustError::Duplicate(config.name));
             }
-            let fetcher = match config.source {
-                KeySource::Static(_) => None,
-                _ => Some(
-                    HttpFetcher::new(config.ca_pem.as_deref(), false, limits).map_err(|error| {
-                        TrustError::Setup {
+            let fetcher =
+                match config.source {
+                    KeySource::Static(_) => None,
+                    _ => Some(HttpFetcher::new(config.ca_pem.as_deref(), limits).map_err(
+                        |error| TrustError::Setup {
                             trust: config.name.clone(),
                             error,
-                        }
-                    })?,
-                ),
-            };
+                        },
+                    )?),
+                };
             let issuer = Arc::new(TrustedIssuer {
                 fetcher,
                 gate: tokio::sync::Mutex::new(Gate::default()),

@@ -13,7 +13,6 @@ use anyhow::Context as _;
 use legate_core::exchange::{GRANT_TYPE_TOKEN_EXCHANGE, TOKEN_TYPE_JWT};
 use legate_issuer::{DISCOVERY_PATH, TOKEN_PATH};
 use legate_server::clock::SystemClock;
-use legate_server::config;
 use legate_server::{AppState, BuildOptions};
 use tracing_subscriber::EnvFilter;
 
@@ -60,15 +59,7 @@ fn init_logging(format: LogFormat, dev: bool) {
 }
 
 async fn serve(args: Args, dev: bool) -> anyhow::Result<ExitCode> {
-    let mut cfg = match &args.config {
-        Some(file) => config::load_file(file).map_err(|e| anyhow::anyhow!("{e}"))?,
-        None => config::load_str(
-            legate_server::DEV_CONFIG,
-            "<embedded dev config>",
-            std::path::Path::new("."),
-        )
-        .map_err(|e| anyhow::anyhow!("{e}"))?,
-    };
+    let mut cfg = crate::config_cmd::load(args.config.as_deref())?;
     if let Some(listen) = args.listen {
         cfg.server.listen = listen;
     }
