@@ -4,7 +4,7 @@
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {
-    if let Err(violation) = legate_core::fuzz_logic::fuzz_token(data) {
+    if let Err(violation) = legate_testkit::fuzz_logic::fuzz_token(data) {
         panic!("invariant violated: {violation}");
     }
 });

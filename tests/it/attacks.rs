@@ -1,6 +1,6 @@
 //! The attack corpus against ONE running Legate.
 //!
-//! [`legate_core::corpus`] generates, deterministically from a seed, every token of
+//! [`legate_testkit::corpus`] generates, deterministically from a seed, every token of
 //! `docs/attack-corpus.md` with the verdict Legate must reach. This module starts one
 //! Legate for the whole test binary (in-process: `AppState::build` + `legate_server::run`
 //! on 127.0.0.1, in a dedicated thread with its own tokio runtime, shared through a
@@ -38,12 +38,14 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, OnceLock, mpsc};
 use std::time::Duration;
 
-use legate_core::corpus::{self, AttackCase, AttackClass, CorpusContext, Expect, reason};
 use legate_server::audit::{AuditEvent, MemorySink, Outcome};
 use legate_server::clock::ManualClock;
 use legate_server::error::GENERIC_REJECTION;
 use legate_server::{AppState, BuildOptions};
+use legate_testkit::corpus::{self, AttackCase, AttackClass, CorpusContext, Expect, reason};
 use serde_json::Value;
+
+use crate::harness::{GRANT_TYPE, TOKEN_TYPE_JWT};
 
 /// The seed of the per-case tests.
 const SEED: u64 = 0x1e6a_7e00_c0ff_ee01;
@@ -53,8 +55,6 @@ const SEED_TWO: u64 = 2;
 /// The seed of the legitimate token exchanged to obtain a Legate-minted token.
 const SEED_MINTED: u64 = 3;
 
-const GRANT_TYPE: &str = "urn:ietf:params:oauth:grant-type:token-exchange";
-const TOKEN_TYPE_JWT: &str = "urn:ietf:params:oauth:token-type:jwt";
 /// The wire description of a request body over the server's 64 KiB limit.
 const BODY_TOO_LARGE: &str = "request body too large";
 

@@ -31,16 +31,20 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use legate_core::Clock as _;
-use legate_core::testkeys::TestKey;
 use legate_server::audit::{AuditEvent, MemorySink};
 use legate_server::clock::{ManualClock, SystemClock};
 use legate_server::{AppState, BuildOptions};
+use legate_testkit::testkeys::TestKey;
 use serde_json::{Value, json};
 use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
 
 use crate::issuer::TestIssuer;
 use crate::peers::TestPki;
+
+// The protocol URIs are spelled out here rather than imported from
+// `legate_core::exchange`: the tests pin the wire values independently of the code under
+// test, so a typo in one definition cannot hide in both.
 
 /// RFC 8693 grant type.
 pub const GRANT_TYPE: &str = "urn:ietf:params:oauth:grant-type:token-exchange";
@@ -85,10 +89,9 @@ when {
 
 /// A random `jti` (or `kid`): 16 random bytes, base64url.
 pub fn random_id() -> String {
-    use base64::Engine as _;
     let mut bytes = [0u8; 16];
     aws_lc_rs::rand::fill(&mut bytes).expect("random bytes");
-    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes)
+    legate_core::b64::encode(bytes)
 }
 
 /// Lowercase hex SHA-256 of `data`.
@@ -113,14 +116,11 @@ pub fn decode_header(token: &str) -> Value {
 }
 
 fn decode_part(token: &str, index: usize) -> Value {
-    use base64::Engine as _;
     let part = token
         .split('.')
         .nth(index)
         .expect("a compact JWS has 3 parts");
-    let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
-        .decode(part)
-        .expect("base64url");
+    let bytes = legate_core::b64::decode(part).expect("base64url");
     serde_json::from_slice(&bytes).expect("JSON")
 }
 

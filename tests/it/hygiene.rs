@@ -31,7 +31,7 @@ use std::io::Write;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use legate_core::testkeys::TestKey;
+use legate_testkit::testkeys::TestKey;
 use legate_trust::FetchLimits;
 use serde_json::{Value, json};
 

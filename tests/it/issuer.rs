@@ -32,7 +32,7 @@ use bytes::Bytes;
 use hyper::body::{Frame, Incoming, SizeHint};
 use hyper::{Request, Response, StatusCode};
 use hyper_util::rt::TokioIo;
-use legate_core::testkeys::TestKey;
+use legate_testkit::testkeys::TestKey;
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use serde_json::{Value, json};
@@ -41,7 +41,8 @@ use tokio::task::JoinHandle;
 
 use crate::peers::TestPki;
 
-/// The discovery path (OIDC Discovery 1.0 §4).
+/// The discovery path (OIDC Discovery 1.0 §4), spelled out: this issuer stands for a
+/// third party and must not share Legate's definition of the path.
 pub const DISCOVERY: &str = "/.well-known/openid-configuration";
 /// Where this issuer publishes its keys.
 pub const JWKS: &str = "/jwks";

@@ -6,8 +6,8 @@
 //!
 //! [`ManualClock`]: legate_server::clock::ManualClock
 
-use legate_core::testkeys::TestKey;
 use legate_server::audit::Outcome;
+use legate_testkit::testkeys::TestKey;
 use serde_json::json;
 use tokio::task::JoinSet;
 

@@ -6,7 +6,7 @@
     reason = "test code: failing loudly is the point"
 )]
 
-use legate_core::testkeys::TestKey;
+use legate_testkit::testkeys::TestKey;
 use serde_json::{Value, json};
 
 use crate::harness::{Fixture, Legate, Setup, TRUST, TrustSpec};

@@ -1,7 +1,7 @@
 //! Replay protection per trust: single-use (the default) and reusable.
 
-use legate_core::testkeys::TestKey;
 use legate_server::audit::Outcome;
+use legate_testkit::testkeys::TestKey;
 use serde_json::json;
 
 use crate::harness::{Fixture, TARGET, TrustSpec, decode_payload, upstream_claims};

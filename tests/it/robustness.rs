@@ -12,8 +12,8 @@
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
-use legate_core::testkeys::TestKey;
 use legate_server::audit::Outcome;
+use legate_testkit::testkeys::TestKey;
 use serde_json::json;
 
 use crate::harness::{

@@ -10,8 +10,8 @@
     reason = "test helpers outside #[test] functions: failing loudly is the point"
 )]
 
-use legate_core::testkeys::TestKey;
 use legate_server::audit::Outcome;
+use legate_testkit::testkeys::TestKey;
 use serde_json::{Value, json};
 
 use crate::harness::{
@@ -170,11 +170,10 @@ async fn every_rejected_subject_token_gets_the_same_wire_answer() {
     // Another key under the trusted kid: a forged signature.
     let other_key = TestKey::es256_b("key-a");
     let alg_none = {
-        use base64::Engine as _;
+        use legate_core::b64;
         let header = json!({"alg": "none", "typ": "JWT"}).to_string();
         let payload = f.claims(&json!({})).to_string();
-        let b64 = base64::engine::general_purpose::URL_SAFE_NO_PAD;
-        format!("{}.{}.", b64.encode(header), b64.encode(payload))
+        format!("{}.{}.", b64::encode(header), b64::encode(payload))
     };
 
     let cases: Vec<(&str, String)> = vec![

@@ -1,5 +1,5 @@
 //! Attack rejection benchmarks: what the denial-of-service inputs of the attack corpus
-//! (`legate_core::corpus`, class `DenialOfService`) cost Legate's core to refuse, next to
+//! (`legate_testkit::corpus`, class `DenialOfService`) cost Legate's core to refuse, next to
 //! the cost of verifying a legitimate token, measured in the same run.
 //!
 //! Each input goes through what the server does with a subject token: `UnverifiedJwt::parse`,
@@ -7,7 +7,7 @@
 //! server refuses the HTTP body before parsing; here it is measured at `parse`, where the
 //! size check comes first.
 //!
-//! Run: `cargo bench -p legate-core --features testkit --bench attacks`.
+//! Run: `cargo bench -p legate-core --bench attacks`.
 
 #![allow(
     clippy::unwrap_used,
@@ -20,9 +20,9 @@ use std::collections::HashMap;
 use std::hint::black_box;
 
 use criterion::{Criterion, criterion_group, criterion_main};
-use legate_core::corpus::{self, AttackClass, CorpusContext, Expect, reason};
 use legate_core::jwk::KeySet;
 use legate_core::{UnverifiedJwt, VerifyRules, verify};
+use legate_testkit::corpus::{self, AttackClass, CorpusContext, Expect, reason};
 
 /// What Legate's core does with a subject token: parse, then verify with the issuer's keys.
 fn check(

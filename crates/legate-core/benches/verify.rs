@@ -2,7 +2,7 @@
 //! against two references measured in the same run: the bare aws-lc-rs signature check
 //! with a parsed key (the floor) and jsonwebtoken's decode (the common alternative).
 //!
-//! Run: `cargo bench -p legate-core --features testkit --bench verify`.
+//! Run: `cargo bench -p legate-core --bench verify`.
 
 #![allow(
     clippy::unwrap_used,
@@ -15,8 +15,8 @@ use std::hint::black_box;
 
 use criterion::{Criterion, criterion_group, criterion_main};
 use legate_core::jwk::{KeyLookup, KeySet};
-use legate_core::testkeys::TestKey;
 use legate_core::{UnverifiedJwt, VerifyRules, verify};
+use legate_testkit::testkeys::TestKey;
 use serde_json::json;
 
 const NOW: i64 = 1_800_000_000;

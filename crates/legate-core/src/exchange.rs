@@ -2,6 +2,10 @@
 //!
 //! [`TokenExchangeRequest::from_form`] turns the decoded form pairs of a `POST /token`
 //! into a typed request, or into the error the client should see.
+//!
+//! The protocol constants every Legate crate shares are defined here, once: the grant and
+//! token type URIs, and [`OIDC_DISCOVERY_PATH`] (where upstream issuers publish their
+//! discovery document, and where Legate publishes its own).
 
 use std::borrow::Cow;
 
@@ -15,6 +19,8 @@ pub const GRANT_TYPE_TOKEN_EXCHANGE: &str = "urn:ietf:params:oauth:grant-type:to
 pub const TOKEN_TYPE_JWT: &str = "urn:ietf:params:oauth:token-type:jwt";
 /// Token type URI of an OpenID Connect ID token (RFC 8693 §3).
 pub const TOKEN_TYPE_ID_TOKEN: &str = "urn:ietf:params:oauth:token-type:id_token";
+/// Path of an issuer's discovery document under its issuer URL (OIDC Discovery 1.0 §4).
+pub const OIDC_DISCOVERY_PATH: &str = "/.well-known/openid-configuration";
 /// `token_type` of an issued token that is not an OAuth access token (RFC 8693 §2.2.1).
 pub const TOKEN_TYPE_NOT_APPLICABLE: &str = "N_A";
 /// RFC 8693 §3: an OAuth 2.0 access token (what Google and Entra issue).

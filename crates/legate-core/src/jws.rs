@@ -77,14 +77,6 @@ impl Alg {
             Alg::EdDsa => "EdDSA",
         }
     }
-
-    /// True for the RSA algorithms (PKCS#1 v1.5 and PSS).
-    pub const fn is_rsa(self) -> bool {
-        matches!(
-            self,
-            Alg::Rs256 | Alg::Rs384 | Alg::Rs512 | Alg::Ps256 | Alg::Ps384 | Alg::Ps512
-        )
-    }
 }
 
 impl std::fmt::Display for Alg {

@@ -17,11 +17,13 @@
 //! - [`jwk`]: [`VerifyingKey`] and [`KeySet`];
 //! - [`verify`](mod@verify): [`verify()`], [`VerifyRules`], [`VerifiedClaims`], [`VerifyError`];
 //! - [`exchange`]: RFC 8693 request/response types and RFC 6749 error codes.
+//!
+//! Only what production runs is here. Test keys, the attack corpus and the fuzzing
+//! entry points are in the `legate-testkit` crate; the tests that need them (signed
+//! tokens) are in `tests/signed/`, not beside the code (see that file for why).
 
 pub mod b64;
 pub mod exchange;
-#[doc(hidden)]
-pub mod fuzz_logic;
 pub mod json;
 pub mod jwk;
 pub mod jws;
@@ -29,12 +31,6 @@ pub mod secret;
 pub mod text;
 pub mod time;
 pub mod verify;
-
-#[cfg(any(test, feature = "testkit"))]
-pub mod testkeys;
-
-#[cfg(any(test, feature = "testkit"))]
-pub mod corpus;
 
 #[cfg(test)]
 mod proptests;

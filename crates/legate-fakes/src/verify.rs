@@ -9,6 +9,8 @@
 //! Nothing is cached: every assertion fetches discovery and JWKS afresh, so key
 //! rotation is always seen at once, and an unreachable issuer always fails.
 
+use rustls_pki_types::CertificateDer;
+use rustls_pki_types::pem::PemObject as _;
 use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::Duration;
@@ -211,7 +213,7 @@ impl Verifier {
         let mut roots = rustls::RootCertStore::empty();
         roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
         if let Some(pem) = &options.ca_pem {
-            for cert in rustls_pemfile::certs(&mut pem.as_slice()) {
+            for cert in CertificateDer::pem_slice_iter(pem) {
                 let cert = cert.map_err(|e| StartError::Client(format!("ca_pem: {e}")))?;
                 roots
                     .add(cert)

@@ -2,12 +2,10 @@
 //! issuer URL, and minting a token.
 //!
 //! SECURITY: no message carries key material. Echoed input (a `kid`, a curve name, a URL)
-//! is truncated and escaped by [`sanitize`] so it cannot forge log lines.
+//! is truncated and escaped by [`legate_core::text::escape_untrusted`] so it cannot
+//! forge log lines.
 
 use crate::key::SigningAlg;
-
-/// Longest echo of user input in an error message, in characters.
-const MAX_ECHO_CHARS: usize = 64;
 
 /// Why a signing key could not be generated or loaded.
 #[derive(Debug, Clone, thiserror::Error, PartialEq, Eq)]
@@ -173,29 +171,4 @@ pub enum MintError {
     /// The target name is empty or contains `/`, so `target/<name>` would be ambiguous.
     #[error("invalid target name `{0}` for an assertion subject")]
     InvalidTarget(String),
-}
-
-/// Truncates and escapes user input for an error message.
-pub(crate) fn sanitize(s: &str) -> String {
-    let mut out: String = s
-        .chars()
-        .take(MAX_ECHO_CHARS)
-        .flat_map(char::escape_debug)
-        .collect();
-    if s.chars().nth(MAX_ECHO_CHARS).is_some() {
-        out.push('…');
-    }
-    out
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn sanitize_escapes_and_truncates() {
-        assert_eq!(sanitize("a\nb`"), "a\\nb`");
-        let long = "x".repeat(100);
-        assert_eq!(sanitize(&long), format!("{}…", "x".repeat(64)));
-    }
 }

@@ -3,18 +3,19 @@
 
 use serde_json::{Value, json};
 
-use crate::error::{IssuerUrlError, sanitize};
+use legate_core::exchange::GRANT_TYPE_TOKEN_EXCHANGE;
+use legate_core::text::escape_untrusted;
+
+use crate::error::IssuerUrlError;
 use crate::keyring::KeyRing;
 use crate::mint::REGISTERED_CLAIMS;
 
 /// Path of the discovery document under the issuer URL (OIDC Discovery 1.0 §4).
-pub const DISCOVERY_PATH: &str = "/.well-known/openid-configuration";
+pub use legate_core::exchange::OIDC_DISCOVERY_PATH as DISCOVERY_PATH;
 /// Path of the JWK set under the issuer URL.
 pub const JWKS_PATH: &str = "/.well-known/jwks.json";
 /// Path of the RFC 8693 token-exchange endpoint under the issuer URL.
 pub const TOKEN_PATH: &str = "/token";
-/// `grant_type` of RFC 8693 token exchange.
-const GRANT_TYPE_TOKEN_EXCHANGE: &str = "urn:ietf:params:oauth:grant-type:token-exchange";
 
 /// Legate as an OIDC issuer: its public URL and its signing keys.
 #[derive(Debug, Clone)]
@@ -117,17 +118,17 @@ fn validate_url(url: &str) -> Result<(), IssuerUrlError> {
         return Err(IssuerUrlError::Empty);
     }
     if url.chars().any(|c| c.is_whitespace() || c.is_control()) {
-        return Err(IssuerUrlError::Whitespace(sanitize(url)));
+        return Err(IssuerUrlError::Whitespace(escape_untrusted(url)));
     }
     if url.contains(['?', '#']) {
-        return Err(IssuerUrlError::QueryOrFragment(sanitize(url)));
+        return Err(IssuerUrlError::QueryOrFragment(escape_untrusted(url)));
     }
     let rest = url
         .strip_prefix("https://")
         .or_else(|| url.strip_prefix("http://"));
     let host = rest.and_then(|r| r.split('/').next()).unwrap_or_default();
     if host.is_empty() {
-        return Err(IssuerUrlError::Scheme(sanitize(url)));
+        return Err(IssuerUrlError::Scheme(escape_untrusted(url)));
     }
     Ok(())
 }

@@ -12,9 +12,10 @@ use aws_lc_rs::rsa::KeySize;
 use aws_lc_rs::signature::{
     ECDSA_P256_SHA256_FIXED_SIGNING, EcdsaKeyPair, KeyPair as _, RSA_PKCS1_SHA256, RsaKeyPair,
 };
+use legate_core::b64;
+use legate_core::text::escape_untrusted;
 use serde_json::{Value, json};
 
-use crate::b64;
 use crate::error::{KeyLoadError, MintError};
 
 /// Length of an ES256 signature in JWS form: `r || s`, 32 bytes each (RFC 7518 §3.4).
@@ -79,7 +80,7 @@ impl FromStr for SigningAlg {
         match s {
             "ES256" => Ok(Self::Es256),
             "RS256" => Ok(Self::Rs256),
-            other => Err(ParseSigningAlgError(crate::error::sanitize(other))),
+            other => Err(ParseSigningAlgError(escape_untrusted(other))),
         }
     }
 }
@@ -115,15 +116,15 @@ impl PublicParts {
                     .split_at_checked(P256_FIELD_LEN)
                     .ok_or(KeyLoadError::Internal("unexpected EC public key encoding"))?;
                 Ok(Self::Ec {
-                    x: b64(x),
-                    y: b64(y),
+                    x: b64::encode(x),
+                    y: b64::encode(y),
                 })
             }
             KeyPairInner::Rsa(kp) => {
                 let public = kp.public_key();
                 Ok(Self::Rsa {
-                    n: b64(public.modulus().big_endian_without_leading_zero()),
-                    e: b64(public.exponent().big_endian_without_leading_zero()),
+                    n: b64::encode(public.modulus().big_endian_without_leading_zero()),
+                    e: b64::encode(public.exponent().big_endian_without_leading_zero()),
                 })
             }
         }
@@ -140,7 +141,7 @@ impl PublicParts {
             }
             Self::Rsa { n, e } => format!(r#"{{"e":"{e}","kty":"RSA","n":"{n}"}}"#),
         };
-        b64(digest(&SHA256, canonical.as_bytes()))
+        b64::encode(digest(&SHA256, canonical.as_bytes()))
     }
 }
 
@@ -288,7 +289,7 @@ fn validate_kid(kid: String) -> Result<String, KeyLoadError> {
     if ok {
         Ok(kid)
     } else {
-        Err(KeyLoadError::InvalidKid(crate::error::sanitize(&kid)))
+        Err(KeyLoadError::InvalidKid(escape_untrusted(&kid)))
     }
 }
 

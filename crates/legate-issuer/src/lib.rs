@@ -47,11 +47,5 @@ pub use mint::{
     MAX_TOKEN_LIFETIME_SECS, MintRequest, MintedToken,
 };
 
-/// RFC 8693 token type of the tokens Legate mints (`issued_token_type`).
-pub const MINTED_TOKEN_TYPE: &str = "urn:ietf:params:oauth:token-type:jwt";
-
-/// Unpadded base64url (RFC 7515 §2).
-fn b64(bytes: impl AsRef<[u8]>) -> String {
-    use base64::Engine as _;
-    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes)
-}
+/// RFC 8693 token type of the tokens Legate mints (`issued_token_type`): a JWT.
+pub const MINTED_TOKEN_TYPE: &str = legate_core::exchange::TOKEN_TYPE_JWT;

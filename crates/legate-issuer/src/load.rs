@@ -10,13 +10,12 @@ use aws_lc_rs::signature::{
     ECDSA_P521_SHA512_FIXED_SIGNING, EcdsaKeyPair, EcdsaSigningAlgorithm, Ed25519KeyPair,
     RsaKeyPair, RsaPublicKeyComponents,
 };
-use base64::Engine as _;
-use base64::engine::general_purpose::URL_SAFE_NO_PAD;
-use legate_core::Secret;
+use legate_core::text::escape_untrusted;
+use legate_core::{Secret, b64};
 use rustls_pki_types::PrivateKeyDer;
 use rustls_pki_types::pem::{self, PemObject as _};
 
-use crate::error::{KeyLoadError, sanitize};
+use crate::error::KeyLoadError;
 use crate::key::{KeyPairInner, P256_FIELD_LEN, SigningAlg, SigningKey};
 
 /// Curves we can recognise only to name them in an error.
@@ -89,20 +88,20 @@ impl SigningKey {
         let alg = match kty {
             "EC" => SigningAlg::Es256,
             "RSA" => SigningAlg::Rs256,
-            other => return Err(KeyLoadError::UnsupportedKeyType(sanitize(other))),
+            other => return Err(KeyLoadError::UnsupportedKeyType(escape_untrusted(other))),
         };
         if let Some(found) = jwk.alg.as_deref()
             && found != alg.as_str()
         {
             return Err(KeyLoadError::JwkAlgMismatch {
-                found: sanitize(found),
+                found: escape_untrusted(found),
                 expected: alg,
             });
         }
         if let Some(key_use) = jwk.key_use.as_deref()
             && key_use != "sig"
         {
-            return Err(KeyLoadError::JwkUse(sanitize(key_use)));
+            return Err(KeyLoadError::JwkUse(escape_untrusted(key_use)));
         }
         if let Some(ops) = &jwk.key_ops
             && !ops.iter().any(|op| op == "sign")
@@ -222,7 +221,7 @@ fn check_hint(inner: &KeyPairInner, hint: Option<SigningAlg>) -> Result<(), KeyL
 fn ec_from_jwk(jwk: &PrivateJwk) -> Result<KeyPairInner, KeyLoadError> {
     match jwk.crv.as_deref() {
         Some("P-256") => {}
-        Some(other) => return Err(KeyLoadError::UnsupportedCurve(sanitize(other))),
+        Some(other) => return Err(KeyLoadError::UnsupportedCurve(escape_untrusted(other))),
         None => return Err(KeyLoadError::JwkMissingMember("crv")),
     }
     let d = secret_member(jwk.d.as_deref(), "d")?;
@@ -279,9 +278,7 @@ fn rsa_from_jwk(jwk: &PrivateJwk) -> Result<KeyPairInner, KeyLoadError> {
 /// Decodes a required public member.
 fn member(value: Option<&str>, name: &'static str) -> Result<Vec<u8>, KeyLoadError> {
     let value = value.ok_or(KeyLoadError::JwkMissingMember(name))?;
-    URL_SAFE_NO_PAD
-        .decode(value)
-        .map_err(|_| KeyLoadError::JwkInvalidMember(name))
+    b64::decode(value).map_err(|_| KeyLoadError::JwkInvalidMember(name))
 }
 
 /// Decodes `d`, whose absence means the JWK is a public key.
@@ -317,6 +314,7 @@ fn contains(haystack: &[u8], needle: &[u8]) -> bool {
 mod tests {
     use super::*;
     use crate::fixtures::*;
+    use base64::Engine as _;
     use base64::engine::general_purpose::STANDARD;
     use serde_json::{Value, json};
 

@@ -7,11 +7,10 @@
 //!
 //! Every minting call names its algorithm; the key ring's signer for that algorithm signs.
 
-use legate_core::Secret;
+use legate_core::{Secret, b64};
 use serde_json::{Map, Value, json};
 
-use crate::b64;
-use crate::error::{MintError, sanitize};
+use crate::error::MintError;
 use crate::issuer::Issuer;
 use crate::key::SigningAlg;
 
@@ -174,7 +173,9 @@ impl Issuer {
     ) -> Result<MintedToken, MintError> {
         let exp = expiry(req.lifetime_secs, MAX_ASSERTION_LIFETIME_SECS, now)?;
         if req.target.is_empty() || req.target.contains('/') {
-            return Err(MintError::InvalidTarget(sanitize(req.target)));
+            return Err(MintError::InvalidTarget(
+                legate_core::text::escape_untrusted(req.target),
+            ));
         }
         for (name, value) in [("audience", req.audience), ("workload", req.workload)] {
             if value.is_empty() {
@@ -218,10 +219,10 @@ impl Issuer {
         });
         let header = serde_json::to_vec(&header).map_err(|_| MintError::Serialize)?;
         let claims = serde_json::to_vec(claims).map_err(|_| MintError::Serialize)?;
-        let mut token = format!("{}.{}", b64(header), b64(claims));
+        let mut token = format!("{}.{}", b64::encode(header), b64::encode(claims));
         let signature = key.sign(token.as_bytes())?;
         token.push('.');
-        token.push_str(&b64(signature));
+        token.push_str(&b64::encode(signature));
 
         Ok(MintedToken {
             token: Secret::new(token),
@@ -253,8 +254,6 @@ mod tests {
         ECDSA_P256_SHA256_FIXED, RSA_PKCS1_2048_8192_SHA256, RsaPublicKeyComponents,
         UnparsedPublicKey,
     };
-    use base64::Engine as _;
-    use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 
     const NOW: i64 = 1_767_225_600;
     const ES: SigningAlg = SigningAlg::Es256;
@@ -277,11 +276,11 @@ mod tests {
     }
 
     fn decode_json(segment: &str) -> Value {
-        serde_json::from_slice(&URL_SAFE_NO_PAD.decode(segment).unwrap()).unwrap()
+        serde_json::from_slice(&b64::decode(segment).unwrap()).unwrap()
     }
 
     fn decode_coord(jwk: &Value, name: &str) -> Vec<u8> {
-        URL_SAFE_NO_PAD.decode(jwk[name].as_str().unwrap()).unwrap()
+        b64::decode(jwk[name].as_str().unwrap()).unwrap()
     }
 
     /// Verifies `token` with nothing but the published JWK: rebuilds the public key from
@@ -290,7 +289,7 @@ mod tests {
         let parts: Vec<&str> = token.split('.').collect();
         assert_eq!(parts.len(), 3);
         let input = format!("{}.{}", parts[0], parts[1]);
-        let sig = URL_SAFE_NO_PAD.decode(parts[2]).unwrap();
+        let sig = b64::decode(parts[2]).unwrap();
         match jwk["kty"].as_str().unwrap() {
             "EC" => {
                 assert_eq!(jwk["crv"], "P-256");
@@ -361,7 +360,7 @@ mod tests {
         let (input, sig) = token.rsplit_once('.').unwrap();
         let forged = format!("{}x.{sig}", input);
         let parts: Vec<&str> = forged.split('.').collect();
-        let sig = URL_SAFE_NO_PAD.decode(parts[2]).unwrap();
+        let sig = b64::decode(parts[2]).unwrap();
         let msg = format!("{}.{}", parts[0], parts[1]);
         let ok = match alg {
             SigningAlg::Es256 => {

@@ -10,6 +10,7 @@ use std::sync::Mutex;
 use cedar_policy::{
     Context, Entities, Entity, EntityId, EntityTypeName, EntityUid, Request, RestrictedExpression,
 };
+use legate_core::text::escape_untrusted;
 use serde_json::{Map, Value};
 
 use crate::claim_refs::ClaimsRead;
@@ -324,7 +325,7 @@ fn claim_value(
             }
             Some(RestrictedExpression::new_record(fields).map_err(|e| {
                 RequestBuildError::Claim {
-                    claim: printable(claim),
+                    claim: escape_untrusted(claim),
                     message: e.to_string(),
                 }
             })?)
@@ -355,19 +356,10 @@ fn check_nesting(claim: &str, value: &Value, depth: usize) -> Result<(), Request
 fn check_depth(claim: &str, depth: usize) -> Result<(), RequestBuildError> {
     if depth >= MAX_CLAIM_DEPTH {
         return Err(RequestBuildError::ClaimTooDeep {
-            claim: printable(claim),
+            claim: escape_untrusted(claim),
         });
     }
     Ok(())
-}
-
-/// A claim name fit for an error message: escaped and at most 64 characters.
-fn printable(claim: &str) -> String {
-    claim
-        .chars()
-        .take(64)
-        .flat_map(char::escape_debug)
-        .collect()
 }
 
 #[cfg(test)]

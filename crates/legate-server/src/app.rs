@@ -127,7 +127,6 @@ pub(crate) struct Inner {
     pub(crate) audit: AuditLog,
     pub(crate) trusted_proxies: Vec<IpNet>,
     pub(crate) demo: Option<DemoIssuer>,
-    pub(crate) listen: std::net::SocketAddr,
     pub(crate) public_url: String,
     pub(crate) server: Arc<crate::serve::ServerStats>,
 }
@@ -270,7 +269,6 @@ impl AppState {
                 audit,
                 trusted_proxies: config.server.trusted_proxies.clone(),
                 demo,
-                listen: config.server.listen,
                 public_url: config.server.public_url.clone(),
                 server: Arc::new(crate::serve::ServerStats::new(
                     crate::serve::ServerLimits::from_config(&config.server),
@@ -289,19 +287,9 @@ impl AppState {
         &self.inner.trust
     }
 
-    /// The configured listen address.
-    pub fn listen_addr(&self) -> std::net::SocketAddr {
-        self.inner.listen
-    }
-
     /// Legate's issuer URL.
     pub fn public_url(&self) -> &str {
         &self.inner.public_url
-    }
-
-    /// The demo issuer's URL, in development mode.
-    pub fn demo_issuer(&self) -> Option<&str> {
-        self.inner.demo.as_ref().map(DemoIssuer::url)
     }
 
     /// The audit log (queue depth and counters; tests wait on it).

@@ -34,11 +34,6 @@ impl DemoIssuer {
         })
     }
 
-    /// The issuer URL.
-    pub fn url(&self) -> &str {
-        &self.url
-    }
-
     /// The trust entry that makes Legate accept demo tokens.
     pub fn trust_config(&self) -> Result<TrustConfig, legate_core::jwk::JwksError> {
         let jwks = json!({ "keys": [self.key.public_jwk()] });

@@ -7,6 +7,8 @@
 //! capped at two seconds, a `Retry-After` honoured up to five seconds, and one deadline
 //! over the whole call. A refusal (any other 4xx) is never retried.
 
+use rustls_pki_types::CertificateDer;
+use rustls_pki_types::pem::PemObject as _;
 use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::Duration;
@@ -154,7 +156,7 @@ pub(crate) fn client(
             reason,
         };
         let mut added = 0_usize;
-        for cert in rustls_pemfile::certs(&mut &*pem) {
+        for cert in CertificateDer::pem_slice_iter(pem) {
             let cert = cert.map_err(|e| ca_err(e.to_string()))?;
             roots.add(cert).map_err(|e| ca_err(e.to_string()))?;
             added += 1;

@@ -673,8 +673,10 @@ impl ExchangeError {
     }
 }
 
-/// Issues credentials for one [`TargetKind`]; the server routes each target to the
-/// provider of its kind.
+/// Issues credentials for one [`TargetKind`].
+///
+/// INVARIANT: the server keeps one provider per kind and hands a provider only targets
+/// of its kind, so a provider does not check the kind again.
 pub trait CredentialProvider: Send + Sync + fmt::Debug {
     /// Issues a credential at time `now`.
     fn issue<'a>(

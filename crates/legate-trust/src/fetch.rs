@@ -4,9 +4,12 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use legate_core::exchange::OIDC_DISCOVERY_PATH;
 use legate_core::json;
 use legate_core::jwk::{JwksError, KeySet, KeyWarning};
 use legate_core::text::escape_untrusted;
+use rustls_pki_types::CertificateDer;
+use rustls_pki_types::pem::PemObject as _;
 use serde_json::Value;
 
 use crate::address::{NetworkAccess, PublicOnlyResolver, ResolveError, refuse_non_public_host};
@@ -118,25 +121,21 @@ pub struct HttpFetcher {
 
 impl HttpFetcher {
     /// Builds a fetcher trusting the Mozilla roots plus `extra_ca_pem` (for private
-    /// issuers), or only `extra_ca_pem` when `only_extra` is set, that connects to
-    /// the addresses `access` allows.
+    /// issuers) that connects to the addresses `access` allows.
     ///
     /// With [`NetworkAccess::PublicOnly`] the fetcher connects directly, never
     /// through a proxy named by `HTTPS_PROXY` and the like: a proxy would resolve
     /// the name itself, out of reach of the address check.
     pub fn new(
         extra_ca_pem: Option<&[u8]>,
-        only_extra: bool,
         limits: FetchLimits,
         access: NetworkAccess,
     ) -> Result<Self, FetchError> {
         let mut roots = rustls::RootCertStore::empty();
-        if !only_extra {
-            roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
-        }
+        roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
         if let Some(pem) = extra_ca_pem {
             let mut added = 0;
-            for cert in rustls_pemfile::certs(&mut &*pem) {
+            for cert in CertificateDer::pem_slice_iter(pem) {
                 let cert = cert.map_err(|e| FetchError::Client(format!("ca bundle: {e}")))?;
                 roots
                     .add(cert)
@@ -237,7 +236,7 @@ impl HttpFetcher {
     /// and returns its https `jwks_uri`.
     pub async fn discover_jwks_uri(&self, issuer: &str) -> Result<String, FetchError> {
         let url = format!(
-            "{}/.well-known/openid-configuration",
+            "{}{OIDC_DISCOVERY_PATH}",
             issuer.strip_suffix('/').unwrap_or(issuer)
         );
         let body = self.get(&url).await?;
@@ -302,7 +301,7 @@ mod tests {
     use super::*;
 
     fn fetcher(access: NetworkAccess) -> HttpFetcher {
-        HttpFetcher::new(None, false, FetchLimits::default(), access).unwrap()
+        HttpFetcher::new(None, FetchLimits::default(), access).unwrap()
     }
 
     /// A listener on loopback that no one accepts from: a connection attempt would

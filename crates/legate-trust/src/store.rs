@@ -235,7 +235,7 @@ impl TrustStore {
             let fetcher = match config.source {
                 KeySource::Static(_) => None,
                 _ => Some(
-                    HttpFetcher::new(config.ca_pem.as_deref(), false, limits, access).map_err(
+                    HttpFetcher::new(config.ca_pem.as_deref(), limits, access).map_err(
                         |error| TrustError::Setup {
                             trust: config.name.clone(),
                             error,

@@ -29,6 +29,20 @@ pub fn run(cmd: Command) -> anyhow::Result<ExitCode> {
     }
 }
 
+/// The configuration `serve` and `policy` run with: `file`, or without one the embedded
+/// development configuration.
+pub fn load(file: Option<&Path>) -> anyhow::Result<Config> {
+    match file {
+        Some(file) => config::load_file(file),
+        None => config::load_str(
+            legate_server::DEV_CONFIG,
+            "<embedded dev config>",
+            Path::new("."),
+        ),
+    }
+    .map_err(|e| anyhow::anyhow!("{e}"))
+}
+
 /// Checks a file; the error text names the file, line and key.
 pub fn check(file: &Path) -> Result<String, String> {
     let config = config::load_file(file).map_err(|e| e.to_string())?;

@@ -5,6 +5,7 @@ use std::process::ExitCode;
 use anyhow::Context as _;
 use legate_core::UnverifiedJwt;
 use legate_core::exchange::{GRANT_TYPE_TOKEN_EXCHANGE, TOKEN_TYPE_JWT};
+use legate_issuer::{DISCOVERY_PATH, TOKEN_PATH};
 use serde_json::Value;
 
 #[derive(Debug, clap::Args)]
@@ -46,7 +47,7 @@ async fn demo(url: &str) -> anyhow::Result<ExitCode> {
         let http = http.clone();
         async move {
             let resp = http
-                .post(format!("{url}/token"))
+                .post(format!("{url}{TOKEN_PATH}"))
                 .form(&[
                     ("grant_type", GRANT_TYPE_TOKEN_EXCHANGE),
                     ("subject_token_type", TOKEN_TYPE_JWT),
@@ -65,12 +66,14 @@ async fn demo(url: &str) -> anyhow::Result<ExitCode> {
     let token = mint("dev").await?;
     print_claims("   workload token (claims)", &token);
 
-    println!("\n2. It exchanges that token at {url}/token for the target `demo-api` (RFC 8693).");
+    println!(
+        "\n2. It exchanges that token at {url}{TOKEN_PATH} for the target `demo-api` (RFC 8693)."
+    );
     let (status, body) = exchange(token.clone()).await?;
     println!("   HTTP {status}");
     if let Some(minted) = body.get("access_token").and_then(Value::as_str) {
         print_claims("   Legate-signed token for demo-api (claims)", minted);
-        println!("   verify it with Legate's keys: {url}/.well-known/openid-configuration");
+        println!("   verify it with Legate's keys: {url}{DISCOVERY_PATH}");
     } else {
         println!("   {body}");
     }

@@ -6,7 +6,7 @@ use std::process::ExitCode;
 
 use anyhow::Context as _;
 use legate_policy::{PolicyEngine, TargetInfo, parse_cases, run_cases};
-use legate_server::config::{self, PolicySource};
+use legate_server::config::PolicySource;
 
 #[derive(Debug, clap::Subcommand)]
 pub enum Command {
@@ -69,7 +69,7 @@ fn policy_dir(src: &Source) -> anyhow::Result<Option<PathBuf>> {
         return Ok(Some(dir.clone()));
     }
     if let Some(file) = &src.config {
-        let cfg = config::load_file(file).map_err(|e| anyhow::anyhow!("{e}"))?;
+        let cfg = crate::config_cmd::load(Some(file))?;
         if let PolicySource::Dir(dir) = cfg.policy {
             return Ok(Some(dir));
         }
@@ -83,15 +83,7 @@ const EXAMPLE_TRUSTS: [&str; 3] = ["github", "gitlab", "kubernetes"];
 /// Builds the engine with the configured targets (or the development targets) and every
 /// configured trust (plus `extra_trusts`).
 fn load(src: &Source, extra_trusts: &[String]) -> anyhow::Result<(PolicyEngine, Vec<TargetInfo>)> {
-    let cfg = match &src.config {
-        Some(file) => config::load_file(file).map_err(|e| anyhow::anyhow!("{e}"))?,
-        None => config::load_str(
-            legate_server::DEV_CONFIG,
-            "<embedded>",
-            std::path::Path::new("."),
-        )
-        .map_err(|e| anyhow::anyhow!("{e}"))?,
-    };
+    let cfg = crate::config_cmd::load(src.config.as_deref())?;
     let targets = legate_server::app::target_infos(&cfg.targets);
     let mut trusts: BTreeSet<String> = cfg.trusts.iter().map(|t| t.name.clone()).collect();
     trusts.insert(legate_server::dev::DEMO_TRUST.to_owned());

@@ -14,8 +14,9 @@ use std::process::ExitCode;
 use std::sync::Arc;
 
 use anyhow::Context as _;
+use legate_core::exchange::{GRANT_TYPE_TOKEN_EXCHANGE, TOKEN_TYPE_JWT};
+use legate_issuer::{DISCOVERY_PATH, TOKEN_PATH};
 use legate_server::clock::SystemClock;
-use legate_server::config;
 use legate_server::{AppState, BuildOptions};
 use tracing_subscriber::EnvFilter;
 
@@ -69,15 +70,7 @@ fn init_logging(format: LogFormat, dev: bool) {
 }
 
 async fn serve(args: Args, dev: bool) -> anyhow::Result<ExitCode> {
-    let mut cfg = match &args.config {
-        Some(file) => config::load_file(file).map_err(|e| anyhow::anyhow!("{e}"))?,
-        None => config::load_str(
-            legate_server::DEV_CONFIG,
-            "<embedded dev config>",
-            std::path::Path::new("."),
-        )
-        .map_err(|e| anyhow::anyhow!("{e}"))?,
-    };
+    let mut cfg = crate::config_cmd::load(args.config.as_deref())?;
     if let Some(listen) = args.listen {
         cfg.server.listen = listen;
     }
@@ -167,7 +160,7 @@ fn banner(state: &AppState, operator: SocketAddr) -> String {
     format!(
         r#"
   Legate is running in DEVELOPMENT MODE (ephemeral key, in-memory state, bundled policies).
-  Its OIDC issuer:  {url}/.well-known/openid-configuration
+  Its OIDC issuer:  {url}{DISCOVERY_PATH}
   Demo issuer:      {url}/demo  (exists only in development mode)
 
   Walk through an exchange (allowed, denied by policy, replayed):
@@ -175,9 +168,9 @@ fn banner(state: &AppState, operator: SocketAddr) -> String {
 
   Or by hand:
       TOKEN=$(curl -s -X POST {url}/demo/token -d subject=workload:hello -d env=dev)
-      curl -s {url}/token \
-        -d grant_type=urn:ietf:params:oauth:grant-type:token-exchange \
-        -d subject_token_type=urn:ietf:params:oauth:token-type:jwt \
+      curl -s {url}{TOKEN_PATH} \
+        -d grant_type={GRANT_TYPE_TOKEN_EXCHANGE} \
+        -d subject_token_type={TOKEN_TYPE_JWT} \
         -d audience=demo-api -d requested_lifetime=300 \
         --data-urlencode "subject_token=$TOKEN"
 

@@ -1,5 +1,6 @@
-//! Fuzzing entry points, kept in the library so that they build and are checked with the
-//! crate (the cargo-fuzz targets in `fuzz/` are one-line wrappers around them).
+//! Fuzzing entry points, kept in a library so that they build and are checked with the
+//! workspace (the cargo-fuzz targets in `fuzz/` are one-line wrappers around them, and
+//! `legate-core`'s property tests call them too).
 //!
 //! Every function here takes arbitrary bytes and must never panic. Each returns
 //! `Err(description)` when an invariant that Legate relies on does not hold for that
@@ -18,17 +19,19 @@
 //! - a JWKS document fails as a whole exactly when it is not a strict JSON object with
 //!   a `keys` array of at most [`MAX_KEYS`] entries.
 //!
-//! Not part of the public API.
+//! Everything here goes through `legate-core`'s public API.
 
 use std::sync::OnceLock;
 
 use serde_json::{Map, Value};
 
-use crate::json;
-use crate::jwk::{JwksError, KeyLookup, KeySet, MAX_KEYS};
-use crate::jws::{Alg, MAX_TOKEN_BYTES, UnverifiedJwt};
-use crate::time::UnixSeconds;
-use crate::verify::{VerifiedClaims, VerifyRules, verify};
+use legate_core::json;
+use legate_core::jwk::{JwksError, KeyLookup, KeySet, MAX_KEYS};
+use legate_core::jws::{Alg, MAX_TOKEN_BYTES, UnverifiedJwt};
+use legate_core::time::UnixSeconds;
+use legate_core::verify::{VerifiedClaims, VerifyRules, verify};
+
+use crate::testkeys::TestKey;
 
 /// The issuer every fuzzed token is checked against.
 pub const ISSUER: &str = "https://issuer.fuzz.invalid";
@@ -40,7 +43,7 @@ pub const AUDIENCE: &str = "legate";
 pub const NOW: UnixSeconds = 1_800_000_000;
 
 /// Public keys (ES256 `es256`, RS256 `rs256`, EdDSA `eddsa`) generated once with
-/// `crate::testkeys`. The private halves were discarded; tokens they signed are the
+/// [`crate::testkeys`]. The private halves were discarded; tokens they signed are the
 /// seeds under `fuzz/seeds/token/`.
 pub const JWKS: &str = r#"{"keys":[{"alg":"ES256","crv":"P-256","kid":"es256","kty":"EC","use":"sig","x":"ppYrKdVRg6Pw35QxCkP3jBMdYPaZKVYUzwstLGrEj9U","y":"BSexCdD44UND5cLbVCfxNEfIkiaJuDqidvGw8zS0c1A"},{"alg":"RS256","e":"AQAB","kid":"rs256","kty":"RSA","n":"zE2-9FB-EQLRog2in8PvLFC3TiCPm53Kp77Z2lYZPMBefygWjvhHh4UGXcRaXQs2XUK88MjJlqki9ZA5ajgshXXo-BwHSuwrQciXgg43_9jUGPjOcXTwSWpVK145lemMTKyJGJmbERxKsgIdBYJo1zYz20zXeYj7x8fLpq6iqW0IdML5yaGqEc-8-lpWnzRU49MgCb6LvCTsiU8ci9KpfYkpk-7W70BUxovNb_vrIUHVN0A-fEzL38e60MKO5CpYnevoxJi8hIUEzfiTP8qFMHDFZeHSHmoPHAhikTdcVX8h-fvxCv8ElU6tC7SvRDNbE8ULo5bUB53_KLa5hgSVTQ","use":"sig"},{"alg":"EdDSA","crv":"Ed25519","kid":"eddsa","kty":"OKP","use":"sig","x":"sMyCGMGLF1vHRQ-rcxHcHZZIz6mnctKmuv-OYHF6wZ0"}]}"#;
 
@@ -127,10 +130,7 @@ pub fn fuzz_jwks(data: &[u8]) -> Result<(), String> {
 
 /// Interprets `data` as a claims object, signs it with a real Ed25519 test key and
 /// verifies it, so that the claim checks run on inputs whose signature holds.
-#[cfg(any(test, feature = "testkit"))]
 pub fn fuzz_claims(data: &[u8]) -> Result<(), String> {
-    use crate::testkeys::TestKey;
-
     struct Signer {
         key: TestKey,
         keys: KeySet,
@@ -138,11 +138,11 @@ pub fn fuzz_claims(data: &[u8]) -> Result<(), String> {
     static SIGNER: OnceLock<Option<Signer>> = OnceLock::new();
     let Some(signer) = SIGNER.get_or_init(|| {
         let key = TestKey::eddsa("claims");
-        let jwk = key.public_jwk();
-        let jwk = jwk.as_object()?;
-        let verifying = crate::jwk::VerifyingKey::from_jwk(jwk).ok()?;
-        let (keys, _) = KeySet::from_keys([verifying]);
-        Some(Signer { key, keys })
+        let jwks = serde_json::json!({ "keys": [key.public_jwk()] });
+        let (keys, _) = KeySet::from_jwks(&serde_json::to_vec(&jwks).ok()?).ok()?;
+        // The set must hold the key: one that was left out would make every
+        // verification fail for the wrong reason.
+        matches!(keys.get(&key.kid), KeyLookup::Found(_)).then_some(Signer { key, keys })
     }) else {
         return Err("the Ed25519 test key could not be built".into());
     };

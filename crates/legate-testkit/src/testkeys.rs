@@ -1,6 +1,6 @@
 //! Keys and token signing for tests: real keys, real signatures.
 //!
-//! Compiled only for tests and (behind the `testkit` feature) for benches and fuzz targets.
+//! For tests, benches and fuzz targets only.
 
 #![allow(
     clippy::expect_used,
@@ -17,8 +17,8 @@ use aws_lc_rs::rsa::{KeySize, PublicKeyComponents};
 use aws_lc_rs::signature::{self, EcdsaKeyPair, Ed25519KeyPair, KeyPair, RsaKeyPair};
 use serde_json::{Value, json};
 
-use crate::b64;
-use crate::jws::Alg;
+use legate_core::b64;
+use legate_core::jws::Alg;
 
 /// A signing key for tests.
 #[derive(Clone)]

@@ -41,9 +41,9 @@ use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD;
 use serde_json::{Value, json};
 
-use crate::b64;
-use crate::jws::{Alg, MAX_TOKEN_BYTES};
-use crate::verify::VerifyRules;
+use legate_core::b64;
+use legate_core::jws::{Alg, MAX_TOKEN_BYTES};
+use legate_core::verify::VerifyRules;
 
 // ---- what the running Legate must be configured with ---------------------------------
 
@@ -85,7 +85,7 @@ pub const SUBJECT: &str = "repo:acme/app:ref:refs/heads/main";
 ///
 /// Issuer A's and issuer R's repository 42, and issuer B's repository 7, may reach
 /// [`TARGET`]; production targets are reached from `refs/heads/main` only.
-pub const POLICY: &str = r#"// The attack corpus policy (crates/legate-core/src/corpus.rs).
+pub const POLICY: &str = r#"// The attack corpus policy (crates/legate-testkit/src/corpus.rs).
 
 @id("issuer-a-repo-42")
 permit (
@@ -3048,9 +3048,9 @@ mod tests {
     use aws_lc_rs::signature::{self as sig, RsaKeyPair, UnparsedPublicKey};
 
     use super::*;
-    use crate::jwk::KeySet;
-    use crate::jws::{ParseError, UnverifiedJwt};
-    use crate::verify::{VerifyError, verify};
+    use legate_core::jwk::KeySet;
+    use legate_core::jws::{ParseError, UnverifiedJwt};
+    use legate_core::verify::{VerifyError, verify};
 
     fn ctx() -> CorpusContext {
         CorpusContext::new("http://127.0.0.1:9")
@@ -3231,7 +3231,7 @@ mod tests {
             BAD_JSON,
             p(ParseError::Json {
                 part: "header",
-                source: crate::json::JsonError::NotAnObject
+                source: legate_core::json::JsonError::NotAnObject
             })
         );
         let v = |e: VerifyError| e.reason_code();
@@ -3260,7 +3260,7 @@ mod tests {
                 cap: 0
             })
         );
-        let e = crate::b64::decode("=").unwrap_err();
+        let e = legate_core::b64::decode("=").unwrap_err();
         assert_eq!(
             BAD_ENCODING,
             p(ParseError::Encoding {
