@@ -517,7 +517,7 @@ async fn discovery_pointing_jwks_uri_at_loopback_is_refused_without_the_flag() {
 
     assert_eq!(f.issuer.hits(), (0, 0, 0), "no request reached the issuer");
     assert_never_connected(&trap);
-    let ready = f.legate.client.get("/readyz").await;
+    let ready = f.legate.operator.get("/status").await;
     let status = &ready.json["issuers"][0];
     assert_eq!(
         status["last_error_code"], "jwks_private_address",
@@ -557,7 +557,7 @@ async fn discovery_pointing_jwks_uri_at_loopback_works_with_the_flag() {
         (1, 1, 0),
         "discovery, then the loopback jwks_uri"
     );
-    let ready = f.legate.client.get("/readyz").await;
+    let ready = f.legate.operator.get("/status").await;
     assert_eq!(ready.json["issuers"][0]["last_error_code"], Value::Null);
 }
 
@@ -576,7 +576,7 @@ async fn configured_loopback_jwks_uri_is_refused_without_the_flag() {
     by_name.allow_private_network = false;
     let legate = Legate::start(&Setup::new(vec![by_ip, by_name])).await;
 
-    let ready = legate.client.get("/readyz").await;
+    let ready = legate.operator.get("/status").await;
     for (i, reason) in [
         "`127.0.0.1` is a loopback address",
         "`localhost` resolves only to non-public addresses",
