@@ -2,15 +2,18 @@
 //! real TCP socket (127.0.0.1, ephemeral port), built from a configuration file
 //! written by the test, with a [`ManualClock`] and an in-memory audit sink.
 //!
-//! [`Setup`] describes the configuration ([`TrustSpec`], [`TargetSpec`], Cedar
-//! policies); [`Legate::start`] writes it to a temporary directory, loads it
+//! [`Setup`] describes the configuration ([`TrustSpec`], [`TargetSpec`],
+//! [`CloudTargetSpec`], Cedar policies); [`Legate::start`] writes it to a
+//! temporary directory, loads it
 //! through `legate_server::config::load_str` (the same checks as a file on disk),
 //! builds the state, optionally warms the trust store, and serves.
 //! [`Fixture`] is the common case: one test PKI, one [`TestIssuer`] publishing
 //! key "a", and Legate trusting it as `ci` with the standard policy.
 //! Each [`Legate`] also serves its operator listener (`/status`) on its own
 //! ephemeral port ([`Legate::operator`]) and can be shut down gracefully
-//! ([`Legate::shut_down`]).
+//! ([`Legate::shut_down`]). When something must know Legate's address or clock
+//! before it starts (the cloud fakes trust its `public_url` and share its clock),
+//! [`Legate::reserve`] fixes both and [`Legate::start_reserved`] starts on them.
 
 #![allow(
     dead_code,
@@ -263,6 +266,87 @@ impl TargetSpec {
     }
 }
 
+/// One `[[target]]` table of a cloud kind (`aws`, `gcp` or `azure`): the name,
+/// the kind, and every other key as written (see `docs/configuration.md`).
+#[derive(Debug, Clone)]
+pub struct CloudTargetSpec {
+    pub name: String,
+    pub kind: &'static str,
+    /// `(key, TOML value)`, in order; strings already quoted.
+    pub keys: Vec<(String, String)>,
+}
+
+impl CloudTargetSpec {
+    fn new(name: &str, kind: &'static str) -> Self {
+        Self {
+            name: name.to_owned(),
+            kind,
+            keys: Vec::new(),
+        }
+    }
+
+    /// An `aws` target assuming `role_arn` at the STS `endpoint`.
+    pub fn aws(name: &str, role_arn: &str, endpoint: &str) -> Self {
+        Self::new(name, "aws")
+            .string("role_arn", role_arn)
+            .string("endpoint", endpoint)
+    }
+
+    /// A `gcp` target of `provider` (a workload identity pool provider's resource
+    /// name) whose STS and IAM Credentials endpoints are both `endpoint`;
+    /// impersonating `service_account` when set.
+    pub fn gcp(name: &str, provider: &str, endpoint: &str, service_account: Option<&str>) -> Self {
+        let mut t = Self::new(name, "gcp")
+            .string("workload_identity_provider", provider)
+            .string("sts_endpoint", endpoint)
+            .string("iam_credentials_endpoint", endpoint);
+        if let Some(sa) = service_account {
+            t = t.string("service_account", sa);
+        }
+        t
+    }
+
+    /// An `azure` target of application `client_id` in `tenant_id`, asking for
+    /// `scope` at the authority `authority_host`.
+    pub fn azure(
+        name: &str,
+        tenant_id: &str,
+        client_id: &str,
+        scope: &str,
+        authority_host: &str,
+    ) -> Self {
+        Self::new(name, "azure")
+            .string("tenant_id", tenant_id)
+            .string("client_id", client_id)
+            .string("scope", scope)
+            .string("authority_host", authority_host)
+    }
+
+    /// Sets `key = value`, `value` written as TOML (numbers as they are).
+    #[must_use]
+    pub fn key(mut self, key: &str, value: impl std::fmt::Display) -> Self {
+        self.keys.push((key.to_owned(), value.to_string()));
+        self
+    }
+
+    /// Sets `key = "value"`.
+    #[must_use]
+    pub fn string(self, key: &str, value: &str) -> Self {
+        let value = quote(value);
+        self.key(key, value)
+    }
+
+    fn toml(&self) -> String {
+        let mut s = String::from("\n[[target]]\n");
+        let _ = writeln!(s, "name = {}", quote(&self.name));
+        let _ = writeln!(s, "kind = {}", quote(self.kind));
+        for (key, value) in &self.keys {
+            let _ = writeln!(s, "{key} = {value}");
+        }
+        s
+    }
+}
+
 /// A TOML basic string (JSON string escapes are valid TOML escapes).
 fn quote(s: &str) -> String {
     json!(s).to_string()
@@ -273,6 +357,8 @@ fn quote(s: &str) -> String {
 pub struct Setup {
     pub trusts: Vec<TrustSpec>,
     pub targets: Vec<TargetSpec>,
+    /// Targets of the cloud kinds, written after [`targets`](Self::targets).
+    pub cloud_targets: Vec<CloudTargetSpec>,
     /// `(file name, Cedar text)`, written next to the bundled schema.
     pub policies: Vec<(String, String)>,
     /// Whether to fetch upstream keys before serving (`AppState::warm`).
@@ -338,6 +424,7 @@ impl Setup {
         Self {
             trusts,
             targets: vec![TargetSpec::standard()],
+            cloud_targets: Vec::new(),
             policies: vec![("standard.cedar".to_owned(), STANDARD_POLICY.to_owned())],
             warm: true,
             fetch_limits: None,
@@ -508,6 +595,16 @@ impl Client {
 /// How long to wait for an audit event to arrive from the writer thread.
 pub const AUDIT_WAIT: Duration = Duration::from_secs(10);
 
+/// Legate's public listener and clock, fixed before it starts ([`Legate::reserve`]).
+#[derive(Debug)]
+pub struct Reservation {
+    /// The future `server.public_url`, `http://127.0.0.1:<port>`.
+    pub url: String,
+    /// The clock Legate will read.
+    pub clock: Arc<ManualClock>,
+    listener: TcpListener,
+}
+
 /// A running Legate. Stops when dropped.
 #[derive(Debug)]
 pub struct Legate {
@@ -543,10 +640,31 @@ impl Legate {
     /// [`ManualClock`] reading the real time now, so that tokens Legate mints
     /// verify in PyJWT), warms it if asked, and serves.
     pub async fn start(setup: &Setup) -> Legate {
+        Self::start_reserved(Self::reserve().await, setup).await
+    }
+
+    /// Binds Legate's public listener and creates its [`ManualClock`] (reading the
+    /// real time now) without starting it: the URL and the clock can be handed to
+    /// peers that must exist before Legate's configuration is written.
+    pub async fn reserve() -> Reservation {
         let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind legate");
         let addr = listener.local_addr().expect("local addr");
+        Reservation {
+            url: format!("http://127.0.0.1:{}", addr.port()),
+            clock: Arc::new(ManualClock::new(SystemClock.now())),
+            listener,
+        }
+    }
+
+    /// [`start`](Self::start) on the listener and clock of `reservation`.
+    pub async fn start_reserved(reservation: Reservation, setup: &Setup) -> Legate {
+        let Reservation {
+            listener,
+            url,
+            clock,
+        } = reservation;
+        let addr = listener.local_addr().expect("local addr");
         let port = addr.port();
-        let url = format!("http://127.0.0.1:{port}");
         let operator_listener = TcpListener::bind("127.0.0.1:0")
             .await
             .expect("bind the operator listener");
@@ -591,12 +709,14 @@ impl Legate {
         for t in &setup.targets {
             toml.push_str(&t.toml());
         }
+        for t in &setup.cloud_targets {
+            toml.push_str(&t.toml());
+        }
         toml.push_str(&setup.extra_toml);
         std::fs::write(dir.path().join("legate.toml"), &toml).expect("write legate.toml");
         let config = legate_server::config::load_str(&toml, "legate.toml", dir.path())
             .unwrap_or_else(|e| panic!("config does not load: {e}\n{toml}"));
 
-        let clock = Arc::new(ManualClock::new(SystemClock.now()));
         let audit = Arc::new(MemorySink::default());
         let mut opts = BuildOptions::new(clock.clone());
         opts.audit = Some(match &setup.audit_gate {
@@ -734,6 +854,28 @@ impl Legate {
             "audit events for issued jti {jti}: {matching:#?}"
         );
         matching.into_iter().next().unwrap()
+    }
+
+    /// The audit events of every exchange of `token` (found by the hash of the
+    /// subject token, since success bodies carry no `request_id`), once there are
+    /// `count` of them, oldest first; asserts there are exactly `count`.
+    pub fn events_of_token(&self, token: &str, count: usize) -> Vec<AuditEvent> {
+        let hash = sha256_hex(token.as_bytes());
+        let of_token = |e: &AuditEvent| e.subject_token_sha256.as_deref() == Some(hash.as_str());
+        let matching: Vec<AuditEvent> = self
+            .audit
+            .wait_until(AUDIT_WAIT, |events| {
+                events.iter().filter(|e| of_token(e)).count() >= count
+            })
+            .into_iter()
+            .filter(of_token)
+            .collect();
+        assert_eq!(
+            matching.len(),
+            count,
+            "audit events of the token: {matching:#?}"
+        );
+        matching
     }
 
     /// Asserts `reply` is the generic rejection of a subject token and returns

@@ -5,15 +5,16 @@
 //! - [`issuer`]: an upstream OIDC issuer under the test's control (rotation,
 //!   outages, redirects, slow drip, request counters);
 //! - [`harness`]: Legate in-process with a manual clock and in-memory audit;
-//! - the test modules, one per concern: [`attacks`], [`exchange`], [`fakes`],
-//!   [`hygiene`], [`limits`], [`mock_provider`], [`keys`], [`operator`], [`proxy`],
-//!   [`replay`], [`robustness`], [`routing`], [`wire`].
+//! - the test modules, one per concern: [`attacks`], [`clouds`], [`exchange`],
+//!   [`fakes`], [`hygiene`], [`limits`], [`mock_provider`], [`keys`], [`operator`],
+//!   [`proxy`], [`replay`], [`robustness`], [`routing`], [`wire`].
 
 mod harness;
 mod issuer;
 mod peers;
 
 mod attacks;
+mod clouds;
 mod exchange;
 mod fakes;
 mod hygiene;

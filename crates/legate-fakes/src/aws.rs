@@ -43,8 +43,9 @@
 //! credentials, `Expiration` = now + duration, `AssumedRoleUser`
 //! `arn:aws:sts::<account>:assumed-role/<role>/<session>`,
 //! `SubjectFromWebIdentityToken`, `Audience`, `Provider` (the provider's ARN), and
-//! `SourceIdentity` / `PackedPolicySize` when tags or a source identity were present.
-//! Every error is the `ErrorResponse` envelope with a `RequestId` (also in the
+//! `SourceIdentity` / `PackedPolicySize` when tags or a source identity were present,
+//! and the `RequestId` in `ResponseMetadata` and in the `x-amzn-RequestId` header (where
+//! the SDK reads it). Every error is the `ErrorResponse` envelope with a `RequestId` (also in the
 //! `x-amzn-RequestId` header). Messages never echo the token.
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
@@ -722,9 +723,20 @@ async fn assume_role_with_web_identity(
         claims: assertion.claims,
     };
     let role_id = state.role_ids.get(&role.name).cloned().unwrap_or_default();
-    let body = success_xml(&session, &role_id, &config.provider_arn());
+    // STS sends the request id in the `x-amzn-RequestId` header of every answer, and
+    // again in the body's `ResponseMetadata` of a success (the SDK reads the header).
+    let id = request_id();
+    let body = success_xml(&session, &role_id, &config.provider_arn(), &id);
     push_bounded(&state.sessions, session);
-    (StatusCode::OK, [(header::CONTENT_TYPE, "text/xml")], body).into_response()
+    (
+        StatusCode::OK,
+        [
+            (header::CONTENT_TYPE, "text/xml".to_owned()),
+            (header::HeaderName::from_static("x-amzn-requestid"), id),
+        ],
+        body,
+    )
+        .into_response()
 }
 
 fn refusal_answer(refusal: Refusal) -> Response {
@@ -761,7 +773,7 @@ fn refusal_answer(refusal: Refusal) -> Response {
     }
 }
 
-fn success_xml(session: &AwsSession, role_id: &str, provider: &str) -> String {
+fn success_xml(session: &AwsSession, role_id: &str, provider: &str, request_id: &str) -> String {
     let mut optional = String::new();
     if let Some(source) = &session.source_identity {
         optional.push_str(&format!(
@@ -802,7 +814,7 @@ fn success_xml(session: &AwsSession, role_id: &str, provider: &str) -> String {
         secret = xml_escape(&session.secret_access_key),
         token = xml_escape(&session.session_token),
         expiration = rfc3339(session.expiration),
-        request_id = request_id(),
+        request_id = xml_escape(request_id),
     )
 }
 
