@@ -26,12 +26,12 @@
 
 use std::time::Duration;
 
-use legate_core::testkeys::TestKey;
 use legate_fakes::{
     AwsConfig, AwsFake, AwsRole, EntraApp, EntraConfig, EntraFake, Fault, GcpConfig, GcpFake,
     GcpServiceAccount, Options, target_subject,
 };
 use legate_server::audit::{AuditEvent, Outcome};
+use legate_testkit::testkeys::TestKey;
 use serde_json::{Value, json};
 
 use crate::harness::{
