@@ -637,23 +637,23 @@ async fn cached_credential_near_expiry_is_refreshed() {
     let c = Clouds::start().await;
     let key_id = |body: &Value| body["aws_credentials"]["AccessKeyId"].clone();
 
-    let (status, first) = c.legate.exchange(&c.token(), AWS_TARGET, None).await;
+    let (status, first) = c.legate.exchange(&c.token(), AWS_TARGET, Some(900)).await;
     assert_eq!(status, 200, "{first}");
     assert_eq!(first["expires_in"], 900);
-    let (status, again) = c.legate.exchange(&c.token(), AWS_TARGET, None).await;
+    let (status, again) = c.legate.exchange(&c.token(), AWS_TARGET, Some(900)).await;
     assert_eq!(status, 200, "{again}");
     assert_eq!(key_id(&again), key_id(&first), "served from the cache");
     assert_eq!(c.fakes.aws.stats().requests, 1);
 
     c.legate.clock.advance(599);
-    let (status, late) = c.legate.exchange(&c.token(), AWS_TARGET, None).await;
+    let (status, late) = c.legate.exchange(&c.token(), AWS_TARGET, Some(900)).await;
     assert_eq!(status, 200, "{late}");
     assert_eq!(key_id(&late), key_id(&first), "301 s left: still served");
     assert_eq!(late["expires_in"], 301);
     assert_eq!(c.fakes.aws.stats().requests, 1);
 
     c.legate.clock.advance(2);
-    let (status, fresh) = c.legate.exchange(&c.token(), AWS_TARGET, None).await;
+    let (status, fresh) = c.legate.exchange(&c.token(), AWS_TARGET, Some(900)).await;
     assert_eq!(status, 200, "{fresh}");
     assert_ne!(key_id(&fresh), key_id(&first), "299 s left: refreshed");
     assert_eq!(fresh["expires_in"], 900);

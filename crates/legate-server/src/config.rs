@@ -1081,9 +1081,16 @@ impl Checker<'_> {
                     format!("must be between {min_total} and {max_total} for `{kind}` targets"),
                 ));
             }
+            // A cloud credential's default is the target's maximum: the credential cache
+            // serves it only while more than `min_remaining_secs` remain, so a default
+            // at or under that bound would make every request a cloud call.
             let default_lifetime_secs = t
                 .default_lifetime_secs
-                .unwrap_or(default_lifetime)
+                .unwrap_or(if kind == TargetKind::Jwt {
+                    default_lifetime
+                } else {
+                    t.max_lifetime_secs
+                })
                 .min(t.max_lifetime_secs);
             let timeout_secs = t
                 .timeout_secs
