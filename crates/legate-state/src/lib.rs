@@ -148,7 +148,10 @@ impl ReplayCache {
     /// not two.
     ///
     /// SECURITY: call it only when no credential was issued for the token: the next
-    /// presentation of the same token is fresh again.
+    /// presentation of the same token is fresh again. A record is named by (trust,
+    /// issuer, `jti`) only, so a release arriving after the record expired would drop a
+    /// newer record of the same three, which takes an issuer that reuses a `jti` for a
+    /// later token; call it right after the failed exchange, never later.
     ///
     /// # Errors
     ///

@@ -7,12 +7,13 @@
 //! (or its trust's share) at the limit first sweeps due entries across the shards, one
 //! shard lock at a time, until there is room or nothing is due. Live-entry counters (total
 //! and per trust) are atomics, incremented when an entry is inserted and decremented when
-//! it is removed, so no global lock is taken on the request path.
+//! it is removed, so no global lock is taken on the request path. Each key is hashed once
+//! (SipHash with a random seed); the shard and the shard's map both use that hash.
 
 use std::collections::hash_map::Entry as MapEntry;
 use std::collections::{BTreeMap, HashMap};
 use std::fmt;
-use std::hash::{BuildHasher, RandomState};
+use std::hash::{BuildHasher, Hash, Hasher, RandomState};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError, RwLock};
 
@@ -22,22 +23,26 @@ use crate::{MAX_JTI_BYTES, ReplayLimits, ReplayVerdict, StateError};
 /// wait for the same lock, and a shard's share of a million entries (~16 k) is small.
 const SHARDS: usize = 64;
 
+/// Which bits of a key's hash pick its shard: bits 32 to 37, clear of the low bits that
+/// pick a bucket inside the shard's map and of the top seven bits it keeps as a tag.
+const SHARD_SHIFT: u32 = 32;
+
 /// Due entries swept from the touched shard at every call. Above 1, so sweeping
 /// outpaces insertion (each call inserts at most one entry) and a backlog left by many
 /// entries expiring together drains over the following calls.
 const SWEEP_PER_CALL: usize = 8;
 
 /// Due entries swept per shard visit when a call is at a limit and looks for room.
-const ROOM_SWEEP_BATCH: usize = 256;
+const ROOM_SWEEP_BATCH: usize = 64;
 
 /// How often a call at a limit sweeps and retries before it gives up; more than one only
 /// matters when concurrent calls take the room another call freed.
 const ROOM_ATTEMPTS: usize = 4;
 
-/// `(iss, jti)` → retain-until, in [`SHARDS`] shards, bounded in total and per trust.
+/// `(iss, jti)` → retain-until, in 64 shards, bounded in total and per trust.
 ///
-/// INVARIANT: an entry is never dropped before its retain-until time (except by an
-/// explicit [`release`](crate::ReplayCache::release) of that very record). Every
+/// INVARIANT: an entry is never dropped before its retain-until time, except by an
+/// explicit [`release`](crate::ReplayCache::release) naming its trust, issuer and `jti`. Every
 /// removal path checks `retain_until <= now` on the entry itself, not on the expiry index,
 /// which may hold stale references. When the cache (or a trust's share) is full of live
 /// entries it refuses new tokens (fail closed) rather than evicting one, which would
@@ -49,7 +54,8 @@ pub struct MemoryReplayCache {
     capacity: usize,
     per_trust_capacity: usize,
     shards: [Mutex<Shard>; SHARDS],
-    /// Picks the shard; randomly seeded, so a client cannot aim its `jti`s at one shard.
+    /// Hashes keys; randomly seeded, so a client can neither aim its `jti`s at one shard
+    /// nor at one bucket of a shard's map.
     hasher: RandomState,
     /// Entries held (live, or expired and not yet swept) plus in-flight reservations.
     live: AtomicUsize,
@@ -69,18 +75,72 @@ struct TrustSlot {
 
 #[derive(Debug, Default)]
 struct Shard {
-    /// The key is [`entry_key`]`(iss, jti)`.
-    entries: HashMap<Arc<str>, Entry>,
+    entries: HashMap<Key, Entry, PreHashed>,
     /// Retain-until second → keys that were recorded with it. A reference may be stale
     /// (its entry removed as expired on lookup, and perhaps recorded again since); the
     /// sweep checks the entry itself before removing anything.
-    expiry: BTreeMap<i64, Vec<Arc<str>>>,
+    expiry: BTreeMap<i64, Vec<Key>>,
 }
 
 #[derive(Debug)]
 struct Entry {
     retain_until: i64,
     trust: Arc<TrustSlot>,
+}
+
+/// An `(iss, jti)` pair with its hash, computed once.
+#[derive(Debug, Clone)]
+struct Key {
+    hash: u64,
+    /// [`encode`]`(iss, jti)`.
+    text: Arc<str>,
+}
+
+impl PartialEq for Key {
+    fn eq(&self, other: &Self) -> bool {
+        self.hash == other.hash && (Arc::ptr_eq(&self.text, &other.text) || self.text == other.text)
+    }
+}
+
+impl Eq for Key {}
+
+impl Hash for Key {
+    fn hash<H: Hasher>(&self, state: &mut H) {
+        state.write_u64(self.hash);
+    }
+}
+
+/// The shard maps' hasher: passes the key's precomputed hash through.
+#[derive(Debug, Clone, Copy, Default)]
+struct PreHashed;
+
+impl BuildHasher for PreHashed {
+    type Hasher = PassThrough;
+
+    fn build_hasher(&self) -> PassThrough {
+        PassThrough(0)
+    }
+}
+
+/// Keeps the last `u64` written. Only [`Key`] is hashed with it, which writes exactly
+/// one `u64`; other writes are folded in so the hasher stays correct for any input.
+#[derive(Debug)]
+struct PassThrough(u64);
+
+impl Hasher for PassThrough {
+    fn write(&mut self, bytes: &[u8]) {
+        for b in bytes {
+            self.0 = self.0.rotate_left(8) ^ u64::from(*b);
+        }
+    }
+
+    fn write_u64(&mut self, n: u64) {
+        self.0 = n;
+    }
+
+    fn finish(&self) -> u64 {
+        self.0
+    }
 }
 
 impl MemoryReplayCache {
@@ -105,7 +165,7 @@ impl MemoryReplayCache {
         retain_until: i64,
         now: i64,
     ) -> Result<ReplayVerdict, StateError> {
-        let Some(key) = entry_key(issuer, jti) else {
+        let Some(key) = self.key(issuer, jti) else {
             return Err(StateError::JtiTooLong { len: jti.len() });
         };
         let shard = self.shard_of(&key);
@@ -115,31 +175,11 @@ impl MemoryReplayCache {
             capacity: self.capacity,
         };
         for _ in 0..ROOM_ATTEMPTS {
-            {
-                let mut s = lock(shard);
-                s.sweep(now, SWEEP_PER_CALL, &self.live);
-                match s.entries.get(key.as_str()) {
-                    Some(e) if e.retain_until > now => return Ok(ReplayVerdict::Replayed),
-                    // Expired, not swept yet: it is dead, drop it before recording anew.
-                    Some(_) => s.remove(&key, &self.live),
-                    None => {}
-                }
-                // SECURITY: a token past its retain-until time (exp + leeway) has already
-                // been refused by verification; an entry for it would be dead on arrival,
-                // so it takes no room. A live entry for the pair was answered above.
-                if retain_until <= now {
-                    return Ok(ReplayVerdict::Fresh);
-                }
-                let slot = slot.get_or_insert_with(|| self.trust_slot(trust));
-                match self.reserve(slot) {
-                    Ok(()) => {
-                        s.insert(Arc::from(key), retain_until, Arc::clone(slot));
-                        return Ok(ReplayVerdict::Fresh);
-                    }
-                    Err(e) => refused = e,
-                }
+            match self.try_record(shard, &key, trust, &mut slot, retain_until, now) {
+                Err(e @ (StateError::Full { .. } | StateError::TrustFull { .. })) => refused = e,
+                done => return done,
             }
-            // At a limit: free due entries elsewhere (no shard lock held here, so the
+            // At a limit: free due entries elsewhere (no shard lock is held here, so the
             // search can lock each shard in turn) and retry.
             if !slot.as_ref().is_some_and(|slot| self.make_room(slot, now)) {
                 break;
@@ -148,21 +188,73 @@ impl MemoryReplayCache {
         Err(refused)
     }
 
+    /// One attempt under the shard's lock.
+    fn try_record(
+        &self,
+        shard: &Mutex<Shard>,
+        key: &Key,
+        trust: &str,
+        slot: &mut Option<Arc<TrustSlot>>,
+        retain_until: i64,
+        now: i64,
+    ) -> Result<ReplayVerdict, StateError> {
+        let mut guard = lock(shard);
+        let s = &mut *guard;
+        s.sweep(now, SWEEP_PER_CALL, &self.live);
+        loop {
+            match s.entries.entry(key.clone()) {
+                MapEntry::Occupied(o) if o.get().retain_until > now => {
+                    return Ok(ReplayVerdict::Replayed);
+                }
+                // Expired, not swept yet: it is dead. Drop it and look again (its expiry
+                // reference is due and will be skipped by the sweep).
+                MapEntry::Occupied(o) => free(&o.remove(), &self.live),
+                MapEntry::Vacant(v) => {
+                    // SECURITY: a token past its retain-until time (exp + leeway) has
+                    // already been refused by verification; an entry for it would be dead
+                    // on arrival, so it takes no room. A live entry for the pair was
+                    // answered above.
+                    if retain_until <= now {
+                        return Ok(ReplayVerdict::Fresh);
+                    }
+                    let slot = slot.get_or_insert_with(|| self.trust_slot(trust));
+                    self.reserve(slot)?;
+                    s.expiry
+                        .entry(retain_until)
+                        .or_default()
+                        .push(v.key().clone());
+                    v.insert(Entry {
+                        retain_until,
+                        trust: Arc::clone(slot),
+                    });
+                    return Ok(ReplayVerdict::Fresh);
+                }
+            }
+        }
+    }
+
     pub(crate) fn release(&self, trust: &str, issuer: &str, jti: &str) {
-        let Some(key) = entry_key(issuer, jti) else {
+        let Some(key) = self.key(issuer, jti) else {
             return; // too long: never recorded
         };
         let mut s = lock(self.shard_of(&key));
-        if s.entries
-            .get(key.as_str())
-            .is_some_and(|e| *e.trust.name == *trust)
-        {
+        if s.entries.get(&key).is_some_and(|e| *e.trust.name == *trust) {
             s.release(&key, &self.live);
         }
     }
 
     pub(crate) fn len(&self) -> usize {
         self.live.load(Ordering::Acquire)
+    }
+
+    /// The key of `(issuer, jti)`; `None` when the `jti` is longer than
+    /// [`MAX_JTI_BYTES`].
+    fn key(&self, issuer: &str, jti: &str) -> Option<Key> {
+        let text = encode(issuer, jti)?;
+        Some(Key {
+            hash: self.hasher.hash_one(&text),
+            text: Arc::from(text),
+        })
     }
 
     #[expect(
@@ -173,10 +265,9 @@ impl MemoryReplayCache {
         &self.shards[i % SHARDS]
     }
 
-    fn shard_of(&self, key: &str) -> &Mutex<Shard> {
+    fn shard_of(&self, key: &Key) -> &Mutex<Shard> {
         // The modulo keeps the value below SHARDS, so the cast loses nothing.
-        let i = (self.hasher.hash_one(key) % SHARDS as u64) as usize;
-        self.shard_at(i)
+        self.shard_at(((key.hash >> SHARD_SHIFT) % SHARDS as u64) as usize)
     }
 
     fn trust_slot(&self, trust: &str) -> Arc<TrustSlot> {
@@ -254,37 +345,14 @@ impl fmt::Debug for MemoryReplayCache {
 }
 
 impl Shard {
-    fn insert(&mut self, key: Arc<str>, retain_until: i64, trust: Arc<TrustSlot>) {
-        self.expiry
-            .entry(retain_until)
-            .or_default()
-            .push(Arc::clone(&key));
-        self.entries.insert(
-            key,
-            Entry {
-                retain_until,
-                trust,
-            },
-        );
-    }
-
-    /// Removes the entry of `key` and gives back its slots; its expiry reference, due
-    /// already, is left for the sweep, which will find no entry (or a newer, live one)
-    /// and skip it.
-    fn remove(&mut self, key: &str, live: &AtomicUsize) {
-        if let Some(e) = self.entries.remove(key) {
-            free(&e, live);
-        }
-    }
-
     /// Removes the entry of `key` and its expiry reference (the entry may be live, so
     /// its reference would otherwise stay until its retain-until time).
-    fn release(&mut self, key: &str, live: &AtomicUsize) {
+    fn release(&mut self, key: &Key, live: &AtomicUsize) {
         let Some((k, e)) = self.entries.remove_entry(key) else {
             return;
         };
         if let Some(refs) = self.expiry.get_mut(&e.retain_until) {
-            if let Some(i) = refs.iter().position(|r| Arc::ptr_eq(r, &k)) {
+            if let Some(i) = refs.iter().position(|r| Arc::ptr_eq(&r.text, &k.text)) {
                 refs.swap_remove(i);
             }
             if refs.is_empty() {
@@ -342,22 +410,23 @@ fn take(counter: &AtomicUsize, limit: usize) -> bool {
         .is_ok()
 }
 
-/// The map key of `(issuer, jti)`: one character whose code is the `jti`'s length, the
-/// `jti`, the issuer. `None` when the `jti` is longer than [`MAX_JTI_BYTES`].
+/// The text of the key of `(issuer, jti)`: one character whose code is the `jti`'s
+/// length, the `jti`, the issuer. `None` when the `jti` is longer than
+/// [`MAX_JTI_BYTES`].
 ///
 /// SECURITY: length-prefixed, so the pair can be read back from the key and two
 /// different pairs never share one (`("ab", "c")` and `("a", "bc")` give `\u{1}cab` and
 /// `\u{2}bca`). Every length up to 256 is a valid `char`.
-fn entry_key(issuer: &str, jti: &str) -> Option<String> {
+fn encode(issuer: &str, jti: &str) -> Option<String> {
     if jti.len() > MAX_JTI_BYTES {
         return None;
     }
     let len = char::from_u32(u32::try_from(jti.len()).ok()?)?;
-    let mut key = String::with_capacity(len.len_utf8() + jti.len() + issuer.len());
-    key.push(len);
-    key.push_str(jti);
-    key.push_str(issuer);
-    Some(key)
+    let mut text = String::with_capacity(len.len_utf8() + jti.len() + issuer.len());
+    text.push(len);
+    text.push_str(jti);
+    text.push_str(issuer);
+    Some(text)
 }
 
 /// A poisoned lock means a panic while holding it. Every shard operation leaves the map,
