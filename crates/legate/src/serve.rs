@@ -1,8 +1,9 @@
 //! `legate serve`: run the gateway.
 //!
 //! With `--config FILE`, production mode. Without it, development mode: the embedded
-//! configuration (in-memory state, an ephemeral signing key, the bundled example
-//! policies) plus the demo issuer, and a banner of commands to try. Development mode
+//! configuration (in-memory state, ephemeral signing keys, the bundled example
+//! policies, a `jwt` demo target and three cloud demo targets whose token services are
+//! the fakes `legate demo` starts) plus the demo issuer, and a banner of commands to try. Development mode
 //! listens on loopback only unless `--allow-non-loopback` is given.
 //!
 //! Two listeners: the public one (`[server] listen`) and the operator one
@@ -16,6 +17,7 @@ use std::sync::Arc;
 use anyhow::Context as _;
 use legate_server::clock::SystemClock;
 use legate_server::config;
+use legate_server::dev::{DEMO_CLOUD_PORTS, DemoCloudPorts};
 use legate_server::{AppState, BuildOptions};
 use tracing_subscriber::EnvFilter;
 
@@ -164,13 +166,16 @@ fn check_dev_listen(dev: bool, listen: SocketAddr, allow: bool) -> Result<(), Li
 
 fn banner(state: &AppState, operator: SocketAddr) -> String {
     let url = state.public_url();
+    let DemoCloudPorts { aws, gcp, azure } = DEMO_CLOUD_PORTS;
     format!(
         r#"
   Legate is running in DEVELOPMENT MODE (ephemeral key, in-memory state, bundled policies).
   Its OIDC issuer:  {url}/.well-known/openid-configuration
   Demo issuer:      {url}/demo  (exists only in development mode)
 
-  Walk through an exchange (allowed, denied by policy, replayed):
+  Walk through an exchange (allowed, denied by policy, replayed), then a cloud exchange
+  end to end for each of demo-aws, demo-gcp and demo-azure, against strict local fakes
+  of AWS STS, Google STS and Entra ID that the demo starts on 127.0.0.1:{aws}/{gcp}/{azure}:
       legate demo --url {url}
 
   Or by hand:
