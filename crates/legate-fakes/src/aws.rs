@@ -49,6 +49,7 @@
 //! `x-amzn-RequestId` header). Messages never echo the token.
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 
 use axum::Router;
@@ -61,7 +62,9 @@ use jsonwebtoken::Algorithm;
 use legate_core::UnixSeconds;
 use serde_json::{Map, Value};
 
-use crate::server::{FaultAnswer, Profile, Server, StartError, fake_common, lock, push_bounded};
+use crate::server::{
+    ANY_LOOPBACK_PORT, FaultAnswer, Profile, Server, StartError, fake_common, lock, push_bounded,
+};
 use crate::verify::{Options, Refusal, Rules, Verifier, alg_name, fetchable_url};
 use crate::wire::{Form, random_b64, random_from, request_id, rfc3339, xml_escape};
 
@@ -272,10 +275,22 @@ impl AwsFake {
     /// Starts the fake on `127.0.0.1:0`.
     ///
     /// # Errors
+    /// See [`start_on`](Self::start_on).
+    pub async fn start_with(config: AwsConfig, options: Options) -> Result<AwsFake, StartError> {
+        AwsFake::start_on(config, options, ANY_LOOPBACK_PORT).await
+    }
+
+    /// Starts the fake on `listen` (for example a fixed loopback port).
+    ///
+    /// # Errors
     /// When the issuer is neither `https://` nor loopback `http://`, the account id is
     /// not 12 digits, a role's maximum session is outside 3600–43,200 s, or the port
     /// cannot be bound.
-    pub async fn start_with(config: AwsConfig, options: Options) -> Result<AwsFake, StartError> {
+    pub async fn start_on(
+        config: AwsConfig,
+        options: Options,
+        listen: SocketAddr,
+    ) -> Result<AwsFake, StartError> {
         if !fetchable_url(&config.issuer) {
             return Err(StartError::Config(format!(
                 "issuer `{}` must be https, or http on loopback",
@@ -320,7 +335,7 @@ impl AwsFake {
             classify: |_| "sts",
             answer: fault_answer,
         };
-        let server = Server::start(router, profile, options.clock).await?;
+        let server = Server::start(router, profile, options.clock, listen).await?;
         Ok(AwsFake { server, state })
     }
 

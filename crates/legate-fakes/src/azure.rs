@@ -45,6 +45,7 @@
 //! `Retry-After`.
 
 use std::collections::VecDeque;
+use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 
 use axum::Router;
@@ -57,7 +58,9 @@ use jsonwebtoken::Algorithm;
 use legate_core::UnixSeconds;
 use serde_json::{Map, Value, json};
 
-use crate::server::{FaultAnswer, Profile, Server, StartError, fake_common, lock, push_bounded};
+use crate::server::{
+    ANY_LOOPBACK_PORT, FaultAnswer, Profile, Server, StartError, fake_common, lock, push_bounded,
+};
 use crate::verify::{Options, Refusal, Rules, Unverified, Verifier, alg_name, fetchable_url};
 use crate::wire::{Form, entra_timestamp, random_b64, request_id};
 
@@ -209,12 +212,24 @@ impl EntraFake {
     /// Starts the fake on `127.0.0.1:0`; its authority host is [`url`](Self::url).
     ///
     /// # Errors
-    /// When an application has more than [`MAX_FEDERATED_CREDENTIALS`] credentials, a
-    /// credential's issuer is neither `https://` nor loopback `http://`, or the port
-    /// cannot be bound.
+    /// See [`start_on`](Self::start_on).
     pub async fn start_with(
         config: EntraConfig,
         options: Options,
+    ) -> Result<EntraFake, StartError> {
+        EntraFake::start_on(config, options, ANY_LOOPBACK_PORT).await
+    }
+
+    /// Starts the fake on `listen` (for example a fixed loopback port); its authority host is [`url`](Self::url).
+    ///
+    /// # Errors
+    /// When an application has more than [`MAX_FEDERATED_CREDENTIALS`] credentials, a
+    /// credential's issuer is neither `https://` nor loopback `http://`, or the port
+    /// cannot be bound.
+    pub async fn start_on(
+        config: EntraConfig,
+        options: Options,
+        listen: SocketAddr,
     ) -> Result<EntraFake, StartError> {
         for app in &config.apps {
             if app.credentials.len() > MAX_FEDERATED_CREDENTIALS {
@@ -253,7 +268,7 @@ impl EntraFake {
             },
             answer: fault_answer,
         };
-        let server = Server::start(router, profile, options.clock).await?;
+        let server = Server::start(router, profile, options.clock, listen).await?;
         Ok(EntraFake { server, state })
     }
 

@@ -1,10 +1,12 @@
 //! [`FakeClouds`]: the three fakes started together, each trusting one Legate target —
 //! what `legate demo` (development mode) and the end-to-end tests use.
 
+use std::net::SocketAddr;
+
 use crate::aws::{AwsConfig, AwsFake, AwsRole, DEFAULT_CLIENT_ID};
 use crate::azure::{EntraApp, EntraConfig, EntraFake};
 use crate::gcp::{GcpConfig, GcpFake, GcpServiceAccount};
-use crate::server::StartError;
+use crate::server::{ANY_LOOPBACK_PORT, StartError};
 use crate::verify::Options;
 
 /// The AWS account of the fake clouds.
@@ -44,6 +46,39 @@ impl Default for CloudTargets {
             aws: "aws-deploy".to_owned(),
             gcp: "gcp-deploy".to_owned(),
             azure: "azure-deploy".to_owned(),
+        }
+    }
+}
+
+/// Where [`FakeClouds::start_on`] binds each fake.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FakeAddrs {
+    /// AWS STS.
+    pub aws: SocketAddr,
+    /// Google STS + IAM Credentials.
+    pub gcp: SocketAddr,
+    /// Entra ID.
+    pub entra: SocketAddr,
+}
+
+impl FakeAddrs {
+    /// A free port on `127.0.0.1` for each fake (what [`FakeClouds::start`] uses).
+    pub fn any_loopback_port() -> FakeAddrs {
+        FakeAddrs {
+            aws: ANY_LOOPBACK_PORT,
+            gcp: ANY_LOOPBACK_PORT,
+            entra: ANY_LOOPBACK_PORT,
+        }
+    }
+
+    /// Fixed ports on `127.0.0.1`, for a configuration written in advance (`legate
+    /// demo` and the embedded development configuration).
+    pub fn loopback_ports(aws: u16, gcp: u16, entra: u16) -> FakeAddrs {
+        let at = |port| SocketAddr::from(([127, 0, 0, 1], port));
+        FakeAddrs {
+            aws: at(aws),
+            gcp: at(gcp),
+            entra: at(entra),
         }
     }
 }
@@ -96,6 +131,20 @@ impl FakeClouds {
         targets: CloudTargets,
         options: Options,
     ) -> Result<FakeClouds, StartError> {
+        FakeClouds::start_on(issuer, targets, options, FakeAddrs::any_loopback_port()).await
+    }
+
+    /// Starts the three fakes with `options`, each on its address in `addrs`.
+    ///
+    /// # Errors
+    /// As [`start`](Self::start); a taken port is [`StartError::Listen`] (with
+    /// [`std::io::ErrorKind::AddrInUse`]), and the fakes already started are stopped.
+    pub async fn start_on(
+        issuer: &str,
+        targets: CloudTargets,
+        options: Options,
+        addrs: FakeAddrs,
+    ) -> Result<FakeClouds, StartError> {
         let max = Some(MAX_ASSERTION_LIFETIME_SECS);
         let mut aws = AwsConfig::new(issuer).with_role(
             AwsRole::new(AWS_ROLE_NAME)
@@ -119,9 +168,9 @@ impl FakeClouds {
         entra.max_assertion_lifetime_secs = max;
 
         Ok(FakeClouds {
-            aws: AwsFake::start_with(aws, options.clone()).await?,
-            gcp: GcpFake::start_with(gcp, options.clone()).await?,
-            entra: EntraFake::start_with(entra, options).await?,
+            aws: AwsFake::start_on(aws, options.clone(), addrs.aws).await?,
+            gcp: GcpFake::start_on(gcp, options.clone(), addrs.gcp).await?,
+            entra: EntraFake::start_on(entra, options, addrs.entra).await?,
             targets,
         })
     }
@@ -161,5 +210,68 @@ impl FakeClouds {
             scope = q(ENTRA_SCOPE),
             entra_url = q(self.entra.url()),
         )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Three ports free a moment ago (the listeners are closed before returning).
+    fn free_ports() -> (u16, u16, u16) {
+        let l = || std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let (a, b, c) = (l(), l(), l());
+        let port = |l: &std::net::TcpListener| l.local_addr().unwrap().port();
+        (port(&a), port(&b), port(&c))
+    }
+
+    /// Stops `legate demo` from writing a configuration whose endpoints the fakes do
+    /// not answer at: each fake listens on exactly the port it was given.
+    #[tokio::test]
+    async fn fakes_listen_on_the_fixed_ports_they_are_given() {
+        let (aws, gcp, entra) = free_ports();
+        let clouds = FakeClouds::start_on(
+            "http://127.0.0.1:1",
+            CloudTargets::default(),
+            Options::default(),
+            FakeAddrs::loopback_ports(aws, gcp, entra),
+        )
+        .await
+        .unwrap();
+        assert_eq!(clouds.aws.url(), format!("http://127.0.0.1:{aws}"));
+        assert_eq!(clouds.gcp.url(), format!("http://127.0.0.1:{gcp}"));
+        assert_eq!(clouds.entra.url(), format!("http://127.0.0.1:{entra}"));
+        let (status, _) = crate::testutil::post_form(&format!("{}/", clouds.aws.url()), &[]).await;
+        assert_eq!(status, 400, "the AWS fake answers on its port");
+        assert!(
+            clouds
+                .targets_toml()
+                .contains(&format!("endpoint = \"http://127.0.0.1:{aws}\""))
+        );
+    }
+
+    /// Stops a taken port from being reported vaguely: the error names the address and
+    /// carries `AddrInUse`, so `legate demo` can say which port to free.
+    #[tokio::test]
+    async fn a_taken_port_is_reported_with_its_address() {
+        let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = taken.local_addr().unwrap().port();
+        let (free_aws, free_gcp, _) = free_ports();
+        let e = FakeClouds::start_on(
+            "http://127.0.0.1:1",
+            CloudTargets::default(),
+            Options::default(),
+            FakeAddrs::loopback_ports(free_aws, free_gcp, port),
+        )
+        .await
+        .unwrap_err();
+        match &e {
+            StartError::Listen { addr, source } => {
+                assert_eq!(addr.port(), port);
+                assert_eq!(source.kind(), std::io::ErrorKind::AddrInUse);
+            }
+            other => panic!("expected Listen, got {other:?}"),
+        }
+        assert!(e.to_string().contains(&format!("127.0.0.1:{port}")), "{e}");
     }
 }

@@ -54,6 +54,7 @@
 //! Success: `{"accessToken": "ya29.fake-sa-...", "expireTime": "<RFC 3339, Z>"}`.
 
 use std::collections::VecDeque;
+use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 
 use axum::Router;
@@ -67,7 +68,8 @@ use legate_core::UnixSeconds;
 use serde_json::{Map, Value, json};
 
 use crate::server::{
-    FaultAnswer, Profile, Server, StartError, Stats, fake_common, lock, push_bounded,
+    ANY_LOOPBACK_PORT, FaultAnswer, Profile, Server, StartError, Stats, fake_common, lock,
+    push_bounded,
 };
 use crate::verify::{Options, Refusal, Rules, Verifier, alg_name, fetchable_url};
 use crate::wire::{Form, random_b64, rfc3339};
@@ -295,10 +297,22 @@ impl GcpFake {
     /// Starts the fake on `127.0.0.1:0`.
     ///
     /// # Errors
+    /// See [`start_on`](Self::start_on).
+    pub async fn start_with(config: GcpConfig, options: Options) -> Result<GcpFake, StartError> {
+        GcpFake::start_on(config, options, ANY_LOOPBACK_PORT).await
+    }
+
+    /// Starts the fake on `listen` (for example a fixed loopback port).
+    ///
+    /// # Errors
     /// When the issuer is neither `https://` nor loopback `http://`, the provider name is
     /// not a provider resource name, a service account's lifetime cap is outside
     /// 1–43,200 s, or the port cannot be bound.
-    pub async fn start_with(config: GcpConfig, options: Options) -> Result<GcpFake, StartError> {
+    pub async fn start_on(
+        config: GcpConfig,
+        options: Options,
+        listen: SocketAddr,
+    ) -> Result<GcpFake, StartError> {
         if !fetchable_url(&config.issuer) {
             return Err(StartError::Config(format!(
                 "issuer `{}` must be https, or http on loopback",
@@ -339,7 +353,7 @@ impl GcpFake {
             classify,
             answer: fault_answer,
         };
-        let server = Server::start(router, profile, options.clock).await?;
+        let server = Server::start(router, profile, options.clock, listen).await?;
         Ok(GcpFake { server, state })
     }
 

@@ -4,7 +4,7 @@
 //! What it does: [`AwsFake`] (STS `AssumeRoleWithWebIdentity`), [`GcpFake`] (Google STS
 //! `v1/token` and IAM Credentials `generateAccessToken`) and [`EntraFake`] (the Entra ID
 //! v2 token endpoint with a federated client assertion) each run an axum server on
-//! `127.0.0.1:0` and verify the assertion the way the real service does — OIDC
+//! `127.0.0.1:0` (or a given address: `start_on`) and verify the assertion the way the real service does — OIDC
 //! discovery at its `iss`, the JWKS, the key by `kid`, the algorithm the service
 //! accepts, the signature (checked by `jsonwebtoken`, independently of Legate's own
 //! verifier), `exp`/`iat`/`nbf`, `aud`, `sub` — then apply the service's own rules and
@@ -44,7 +44,8 @@ pub use aws::{AwsConfig, AwsFake, AwsRole, AwsSession, AwsTrust};
 pub use azure::{EntraApp, EntraConfig, EntraFake, EntraIssued, FederatedCredential};
 pub use clouds::{
     AWS_ACCOUNT_ID, AWS_ROLE_NAME, CloudTargets, ENTRA_CLIENT_ID, ENTRA_SCOPE, ENTRA_TENANT_ID,
-    FakeClouds, GCP_PROVIDER, GCP_SERVICE_ACCOUNT, MAX_ASSERTION_LIFETIME_SECS, target_subject,
+    FakeAddrs, FakeClouds, GCP_PROVIDER, GCP_SERVICE_ACCOUNT, MAX_ASSERTION_LIFETIME_SECS,
+    target_subject,
 };
 pub use gcp::{GcpConfig, GcpFake, GcpFederatedToken, GcpImpersonation, GcpServiceAccount};
 pub use issuer::TestIssuer;

@@ -86,12 +86,26 @@ pub enum FaultError {
     Stopped,
 }
 
+/// Where a fake listens unless told otherwise: a free port on loopback.
+pub(crate) const ANY_LOOPBACK_PORT: SocketAddr = SocketAddr::V4(std::net::SocketAddrV4::new(
+    std::net::Ipv4Addr::LOCALHOST,
+    0,
+));
+
 /// Why a fake did not start.
 #[derive(Debug, thiserror::Error)]
 pub enum StartError {
     /// Binding `127.0.0.1:0` failed.
     #[error("cannot listen on 127.0.0.1: {0}")]
     Bind(#[from] std::io::Error),
+    /// Binding a given address failed (it is taken, or not local).
+    #[error("cannot listen on `{addr}`: {source}")]
+    Listen {
+        /// The address asked for.
+        addr: SocketAddr,
+        /// The bind error ([`std::io::ErrorKind::AddrInUse`] when the port is taken).
+        source: std::io::Error,
+    },
     /// The configuration is not one the fake (or the real service) accepts.
     #[error("invalid fake configuration: {0}")]
     Config(String),
@@ -351,13 +365,20 @@ impl Drop for Server {
 }
 
 impl Server {
-    /// Binds `127.0.0.1:0` and serves `router` behind the gate.
+    /// Binds `listen` (`127.0.0.1:0` unless a caller fixes the port) and serves
+    /// `router` behind the gate.
     pub(crate) async fn start(
         router: Router,
         profile: Profile,
         clock: Arc<dyn Clock>,
+        listen: SocketAddr,
     ) -> Result<Server, StartError> {
-        let listener = TcpListener::bind(("127.0.0.1", 0)).await?;
+        let listener = TcpListener::bind(listen)
+            .await
+            .map_err(|source| StartError::Listen {
+                addr: listen,
+                source,
+            })?;
         let addr = listener.local_addr()?;
         let shared = Arc::new(Shared {
             profile,

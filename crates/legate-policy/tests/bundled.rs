@@ -7,15 +7,18 @@ use legate_policy::{BUNDLED_CASES, BUNDLED_POLICIES, PolicyEngine, TargetInfo, r
 /// The targets and trusts of the bundled example configuration.
 #[expect(clippy::unwrap_used, reason = "test helper")]
 fn bundled_engine() -> PolicyEngine {
-    let target = |name: &str, audience: &str, env: &str| TargetInfo {
+    let target = |name: &str, kind: &str, audience: &str, env: &str| TargetInfo {
         name: name.to_owned(),
-        kind: "jwt".to_owned(),
+        kind: kind.to_owned(),
         audience: audience.to_owned(),
         labels: BTreeMap::from([("env".to_owned(), env.to_owned())]),
     };
     let targets = [
-        target("demo-api", "https://demo-api.legate.invalid", "dev"),
-        target("deploy-api", "https://deploy.example.com", "prod"),
+        target("demo-api", "jwt", "https://demo-api.legate.invalid", "dev"),
+        target("deploy-api", "jwt", "https://deploy.example.com", "prod"),
+        target("demo-aws", "aws", "", "dev"),
+        target("demo-gcp", "gcp", "", "dev"),
+        target("demo-azure", "azure", "", "dev"),
     ];
     let trusts = ["demo", "github", "gitlab", "kubernetes"].map(String::from);
     PolicyEngine::bundled(&targets, &trusts).unwrap()
@@ -59,13 +62,16 @@ fn every_policy_file_has_cases_with_allow_and_deny() {
 #[test]
 fn bundled_policies_load_cleanly() {
     let engine = bundled_engine();
-    assert_eq!(engine.policy_count(), 7);
+    assert_eq!(engine.policy_count(), 10);
     assert!(engine.warnings().is_empty(), "{:?}", engine.warnings());
     let ids: Vec<&str> = engine.policy_ids().collect();
     assert_eq!(
         ids,
         [
             "demo-dev-api",
+            "demo-dev-aws",
+            "demo-dev-azure",
+            "demo-dev-gcp",
             "demo-max-lifetime",
             "github-deploy-main",
             "gitlab-deploy-protected",
@@ -79,13 +85,15 @@ fn bundled_policies_load_cleanly() {
     assert_eq!(engine.slice_len("github", "deploy-api"), Some(3));
     // The demo → demo-api: its permit, its forbid and the two guardrails.
     assert_eq!(engine.slice_len("demo", "demo-api"), Some(4));
+    // The demo → demo-aws: its own permit, the forbid and the guardrails.
+    assert_eq!(engine.slice_len("demo", "demo-aws"), Some(4));
 }
 
 #[test]
 fn the_policy_directory_loads_like_the_bundled_set() {
     let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../policies");
     let engine = PolicyEngine::load_dir(&dir, &[], &["github".to_owned()]).unwrap();
-    assert_eq!(engine.policy_count(), 7);
+    assert_eq!(engine.policy_count(), 10);
     // No targets configured: the target-scoped policies are reported.
     assert!(
         engine

@@ -16,6 +16,30 @@ use serde_json::{Value, json};
 /// The trust name of the demo issuer (policies: `Legate::Issuer::"demo"`).
 pub const DEMO_TRUST: &str = "demo";
 
+/// The loopback ports the embedded development configuration (`dev.toml`) points its
+/// demo cloud targets at, and where `legate demo` starts the local fakes of their token
+/// services: `demo-aws` (AWS STS), `demo-gcp` (Google STS + IAM Credentials),
+/// `demo-azure` (Entra ID).
+pub const DEMO_CLOUD_PORTS: DemoCloudPorts = DemoCloudPorts {
+    aws: 8091,
+    gcp: 8092,
+    azure: 8093,
+};
+
+/// The demo cloud targets' names, as in `dev.toml` and `policies/demo.cedar`.
+pub const DEMO_CLOUD_TARGETS: [&str; 3] = ["demo-aws", "demo-gcp", "demo-azure"];
+
+/// One loopback port per demo cloud target.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct DemoCloudPorts {
+    /// The AWS STS fake (`demo-aws`).
+    pub aws: u16,
+    /// The Google STS + IAM Credentials fake (`demo-gcp`).
+    pub gcp: u16,
+    /// The Entra ID fake (`demo-azure`).
+    pub azure: u16,
+}
+
 /// The in-memory demo issuer.
 #[derive(Debug)]
 pub struct DemoIssuer {
@@ -68,5 +92,51 @@ impl DemoIssuer {
         );
         let sig = self.key.sign(input.as_bytes()).ok()?;
         Some(format!("{input}.{}", b64::encode(sig)))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Stops the embedded configuration and `legate demo` from drifting apart: each demo
+    /// cloud target's token service is on the port where the demo starts its fake.
+    #[test]
+    fn dev_config_points_the_demo_cloud_targets_at_the_demo_ports() {
+        let cfg = crate::config::load_str(crate::DEV_CONFIG, "dev.toml", std::path::Path::new("."))
+            .unwrap();
+        let endpoints = |name: &str| {
+            let table = crate::DEV_CONFIG
+                .split("[[target]]")
+                .find(|t| t.contains(&format!("name = \"{name}\"")))
+                .unwrap();
+            table
+                .lines()
+                .filter(|l| l.contains("http://"))
+                .map(str::to_owned)
+                .collect::<Vec<_>>()
+        };
+        for (name, port, count) in [
+            ("demo-aws", DEMO_CLOUD_PORTS.aws, 1),
+            ("demo-gcp", DEMO_CLOUD_PORTS.gcp, 2),
+            ("demo-azure", DEMO_CLOUD_PORTS.azure, 1),
+        ] {
+            assert!(cfg.targets.iter().any(|t| t.name == name), "{name}");
+            let lines = endpoints(name);
+            assert_eq!(lines.len(), count, "{name}: {lines:?}");
+            for line in lines {
+                assert!(
+                    line.ends_with(&format!("= \"http://127.0.0.1:{port}\"")),
+                    "{name}: {line}"
+                );
+            }
+        }
+        let cloud: Vec<&str> = cfg
+            .targets
+            .iter()
+            .filter(|t| t.cloud.is_some())
+            .map(|t| t.name.as_str())
+            .collect();
+        assert_eq!(cloud, DEMO_CLOUD_TARGETS);
     }
 }

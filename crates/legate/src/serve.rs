@@ -1,8 +1,9 @@
 //! `legate serve`: run the gateway.
 //!
 //! With `--config FILE`, production mode. Without it, development mode: the embedded
-//! configuration (in-memory state, an ephemeral signing key, the bundled example
-//! policies) plus the demo issuer, and a banner of commands to try. Development mode
+//! configuration (in-memory state, ephemeral signing keys, the bundled example
+//! policies, a `jwt` demo target and three cloud demo targets whose token services are
+//! the fakes `legate demo` starts) plus the demo issuer, and a banner of commands to try. Development mode
 //! listens on loopback only unless `--allow-non-loopback` is given.
 //!
 //! Two listeners: the public one (`[server] listen`) and the operator one
@@ -17,6 +18,7 @@ use anyhow::Context as _;
 use legate_core::exchange::{GRANT_TYPE_TOKEN_EXCHANGE, TOKEN_TYPE_JWT};
 use legate_issuer::{DISCOVERY_PATH, TOKEN_PATH};
 use legate_server::clock::SystemClock;
+use legate_server::dev::{DEMO_CLOUD_PORTS, DemoCloudPorts};
 use legate_server::{AppState, BuildOptions};
 use tracing_subscriber::EnvFilter;
 
@@ -157,13 +159,16 @@ fn check_dev_listen(dev: bool, listen: SocketAddr, allow: bool) -> Result<(), Li
 
 fn banner(state: &AppState, operator: SocketAddr) -> String {
     let url = state.public_url();
+    let DemoCloudPorts { aws, gcp, azure } = DEMO_CLOUD_PORTS;
     format!(
         r#"
   Legate is running in DEVELOPMENT MODE (ephemeral key, in-memory state, bundled policies).
   Its OIDC issuer:  {url}{DISCOVERY_PATH}
   Demo issuer:      {url}/demo  (exists only in development mode)
 
-  Walk through an exchange (allowed, denied by policy, replayed):
+  Walk through an exchange (allowed, denied by policy, replayed), then a cloud exchange
+  end to end for each of demo-aws, demo-gcp and demo-azure, against strict local fakes
+  of AWS STS, Google STS and Entra ID that the demo starts on 127.0.0.1:{aws}/{gcp}/{azure}:
       legate demo --url {url}
 
   Or by hand:
