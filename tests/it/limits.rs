@@ -231,16 +231,26 @@ async fn slow_bodies_do_not_starve_exchanges() {
     .await;
 
     let received = flood_while_exchanging(&f, &post_head(10_000, ""), b"subject_token=", 5).await;
+    let mut answered = 0;
     for (i, cuts) in received.iter().enumerate() {
         assert!(!cuts.is_empty(), "slow client {i} was never cut off");
         for got in cuts {
+            // The client keeps trickling after Legate stops reading, so closing the
+            // socket with those bytes unread makes the kernel send a reset, which can
+            // discard the 400 before the client reads it (TCP's RST race, RFC 9112
+            // §9.6). Then nothing arrives; anything that does arrive is the 400.
+            if got.is_empty() {
+                continue;
+            }
             assert!(
                 got.starts_with("HTTP/1.1 400"),
                 "slow client {i}: expected a 400 before the close, got {got:?}"
             );
             assert!(got.contains("invalid_request"), "{got}");
+            answered += 1;
         }
     }
+    assert!(answered > 0, "no slow client ever read its 400");
     let counters = counters(&f).await;
     assert!(
         counters["body_timeouts"].as_u64().unwrap() >= ATTACKERS as u64,
