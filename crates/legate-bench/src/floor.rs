@@ -144,3 +144,41 @@ impl Floor {
         claims.get("sub")?.as_str().map(str::to_owned)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::fixtures::{self, JWT_TARGET};
+
+    fn token(files: &fixtures::Files) -> String {
+        let body = std::fs::read(files.body(JWT_TARGET)).unwrap();
+        form_urlencoded::parse(&body)
+            .find(|(k, _)| k == "subject_token")
+            .unwrap()
+            .1
+            .into_owned()
+    }
+
+    /// Stops the floor from being a floor of nothing: it really verifies the signature,
+    /// so a token whose payload was changed is refused, and the fixture token passes.
+    #[test]
+    fn the_floor_verifies_the_signature_of_the_fixture_token() {
+        let dir = std::env::temp_dir().join(format!("legate-bench-floor-{}", std::process::id()));
+        let files = fixtures::write(&dir).unwrap();
+        let floor = Floor {
+            key: rsa_key(&files.jwks()).unwrap(),
+            verified: AtomicU64::new(0),
+            refused: AtomicU64::new(0),
+        };
+        let token = token(&files);
+        assert_eq!(
+            floor.check(&token).as_deref(),
+            Some("repo:octo-org/deploy:ref:refs/heads/main")
+        );
+        let mut parts: Vec<&str> = token.split('.').collect();
+        let forged = URL_SAFE_NO_PAD.encode(r#"{"sub":"repo:evil/x"}"#);
+        parts[1] = &forged;
+        assert_eq!(floor.check(&parts.join(".")), None);
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+}

@@ -17,7 +17,7 @@
 //! so a run shows that the cache was warm.
 
 use std::net::SocketAddr;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
@@ -54,28 +54,8 @@ pub fn run(args: &Args) -> anyhow::Result<()> {
 }
 
 async fn serve(args: &Args) -> anyhow::Result<()> {
-    let files = Files {
-        dir: args.dir.clone(),
-    };
-    let listener = tokio::net::TcpListener::bind(args.listen)
-        .await
-        .with_context(|| format!("binding {}", args.listen))?;
-    let addr = listener.local_addr()?;
-    let public_url = format!("http://{addr}");
-    let aws = AwsFake::start(
-        AwsConfig::new(public_url.as_str())
-            .with_role(AwsRole::new(ROLE).trusting("sts.amazonaws.com", "target/bench-aws")),
-    )
-    .await?;
-    let text = config_toml(&files, &aws.role_arn(ROLE), aws.url());
-    let mut cfg = config::load_str(&text, "<legate-bench config>", &files.dir)
-        .map_err(|e| anyhow::anyhow!("{e}"))?;
-    cfg.server.listen = addr;
-    cfg.server.public_url = public_url;
-    let state = AppState::build(&cfg, BuildOptions::new(Arc::new(SystemClock)))
-        .map_err(|e| anyhow::anyhow!("{e}"))?;
-    state.warm().await;
-    stop::announce(&format!("listening {addr}"))?;
+    let (listener, state, aws) = start(&args.dir, args.listen).await?;
+    stop::announce(&format!("listening {}", listener.local_addr()?))?;
     legate_server::run(listener, state.clone(), stop::stopped(args.max_secs)).await?;
     let cache = state.credential_cache_stats();
     let audit = state.audit().stats();
@@ -92,6 +72,36 @@ async fn serve(args: &Args) -> anyhow::Result<()> {
         })
         .to_string(),
     )
+}
+
+/// Binds `listen`, starts the AWS STS fake trusting this server's issuer, and builds
+/// Legate's state from the fixtures in `dir`.
+pub(crate) async fn start(
+    dir: &Path,
+    listen: SocketAddr,
+) -> anyhow::Result<(tokio::net::TcpListener, AppState, AwsFake)> {
+    let files = Files {
+        dir: dir.to_path_buf(),
+    };
+    let listener = tokio::net::TcpListener::bind(listen)
+        .await
+        .with_context(|| format!("binding {listen}"))?;
+    let addr = listener.local_addr()?;
+    let public_url = format!("http://{addr}");
+    let aws = AwsFake::start(
+        AwsConfig::new(public_url.as_str())
+            .with_role(AwsRole::new(ROLE).trusting("sts.amazonaws.com", "target/bench-aws")),
+    )
+    .await?;
+    let text = config_toml(&files, &aws.role_arn(ROLE), aws.url());
+    let mut cfg = config::load_str(&text, "<legate-bench config>", &files.dir)
+        .map_err(|e| anyhow::anyhow!("{e}"))?;
+    cfg.server.listen = addr;
+    cfg.server.public_url = public_url;
+    let state = AppState::build(&cfg, BuildOptions::new(Arc::new(SystemClock)))
+        .map_err(|e| anyhow::anyhow!("{e}"))?;
+    state.warm().await;
+    Ok((listener, state, aws))
 }
 
 /// The configuration: what an operator would write for this setup.
@@ -145,4 +155,49 @@ path = "/dev/null"
         role_arn = q(role_arn),
         sts_url = q(sts_url),
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::fixtures::{self, AWS_TARGET, JWT_TARGET};
+    use crate::load::{Shot, probe};
+
+    /// Stops the benchmark from measuring error answers after a change to the
+    /// configuration format or the policies: Legate, built from the generated fixtures,
+    /// answers both bench targets with what the driver's probe expects, and the second
+    /// `aws` exchange comes from the credential cache.
+    #[tokio::test]
+    async fn legate_answers_both_bench_targets_from_the_fixtures() {
+        let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
+        let dir = std::env::temp_dir().join(format!("legate-bench-test-{}", std::process::id()));
+        let files = fixtures::write(&dir).unwrap();
+        let (listener, state, aws) = start(&dir, "127.0.0.1:0".parse().unwrap()).await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        tokio::spawn(legate_server::run(
+            listener,
+            state.clone(),
+            std::future::pending::<()>(),
+        ));
+        let shot = |target: &str| Shot {
+            addr,
+            path: "/token".to_owned(),
+            body: std::fs::read(files.body(target)).unwrap().into(),
+        };
+        probe(
+            &shot(JWT_TARGET),
+            Some("urn:ietf:params:oauth:token-type:jwt"),
+        )
+        .await
+        .unwrap();
+        for _ in 0..2 {
+            probe(&shot(AWS_TARGET), Some("\"aws_credentials\""))
+                .await
+                .unwrap();
+        }
+        let cache = state.credential_cache_stats();
+        assert_eq!((cache.misses, cache.hits), (1, 1));
+        assert_eq!(aws.stats().succeeded, 1);
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
 }

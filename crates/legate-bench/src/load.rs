@@ -120,10 +120,10 @@ impl Report {
 
 /// The request every worker sends.
 #[derive(Clone)]
-struct Shot {
-    addr: SocketAddr,
-    path: String,
-    body: Bytes,
+pub(crate) struct Shot {
+    pub(crate) addr: SocketAddr,
+    pub(crate) path: String,
+    pub(crate) body: Bytes,
 }
 
 impl Shot {
@@ -169,7 +169,7 @@ async fn load(args: &Args) -> anyhow::Result<Report> {
 }
 
 /// One request; the server must answer 200 with `expect` in the body.
-async fn probe(shot: &Shot, expect: Option<&str>) -> anyhow::Result<()> {
+pub(crate) async fn probe(shot: &Shot, expect: Option<&str>) -> anyhow::Result<()> {
     let mut sender = connect(shot.addr)
         .await
         .with_context(|| format!("connecting to {}", shot.addr))?;
