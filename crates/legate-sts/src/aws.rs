@@ -87,16 +87,10 @@ impl AwsProvider {
     ) -> Result<Self, ClientBuildError> {
         let mut clients = HashMap::new();
         for target in targets {
-            let Some(CloudTarget::Aws(settings)) = &target.cloud else {
+            let Some(cloud @ CloudTarget::Aws(settings)) = &target.cloud else {
                 continue;
             };
-            let policy =
-                policy.unwrap_or_else(|| CallPolicy::with_timeout_secs(settings.timeout_secs));
-            let http = crate::http::client(
-                &target.name,
-                settings.ca_pem.as_ref().map(|c| c.0.as_slice()),
-                &policy,
-            )?;
+            let (http, policy) = crate::http::target_client(&target.name, cloud, policy)?;
             let mut config = aws_sdk_sts::Config::builder()
                 .behavior_version(BehaviorVersion::latest())
                 .region(Region::new(settings.region.clone()))

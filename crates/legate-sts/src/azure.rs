@@ -66,7 +66,7 @@ impl AzureProvider {
     ) -> Result<Self, ClientBuildError> {
         let mut clients = HashMap::new();
         for target in targets {
-            let Some(CloudTarget::Azure(settings)) = &target.cloud else {
+            let Some(cloud @ CloudTarget::Azure(settings)) = &target.cloud else {
                 continue;
             };
             check_endpoint(&settings.authority_host).map_err(|source| {
@@ -75,13 +75,7 @@ impl AzureProvider {
                     source,
                 }
             })?;
-            let policy =
-                policy.unwrap_or_else(|| CallPolicy::with_timeout_secs(settings.timeout_secs));
-            let http = crate::http::client(
-                &target.name,
-                settings.ca_pem.as_ref().map(|c| c.0.as_slice()),
-                &policy,
-            )?;
+            let (http, policy) = crate::http::target_client(&target.name, cloud, policy)?;
             clients.insert(
                 target.name.clone(),
                 AzureClient {

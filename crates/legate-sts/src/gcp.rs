@@ -88,7 +88,7 @@ impl GcpProvider {
     ) -> Result<Self, ClientBuildError> {
         let mut clients = HashMap::new();
         for target in targets {
-            let Some(CloudTarget::Gcp(settings)) = &target.cloud else {
+            let Some(cloud @ CloudTarget::Gcp(settings)) = &target.cloud else {
                 continue;
             };
             for endpoint in [&settings.sts_endpoint, &settings.iam_credentials_endpoint] {
@@ -97,13 +97,7 @@ impl GcpProvider {
                     source,
                 })?;
             }
-            let policy =
-                policy.unwrap_or_else(|| CallPolicy::with_timeout_secs(settings.timeout_secs));
-            let http = crate::http::client(
-                &target.name,
-                settings.ca_pem.as_ref().map(|c| c.0.as_slice()),
-                &policy,
-            )?;
+            let (http, policy) = crate::http::target_client(&target.name, cloud, policy)?;
             clients.insert(
                 target.name.clone(),
                 GcpClient {

@@ -141,6 +141,18 @@ pub fn check_endpoint(url: &str) -> Result<(), EndpointError> {
     }
 }
 
+/// The call policy and HTTPS client of one cloud target: the target's own deadline and
+/// CA bundle, unless `policy` overrides the policy (tests).
+pub(crate) fn target_client(
+    name: &str,
+    cloud: &crate::CloudTarget,
+    policy: Option<CallPolicy>,
+) -> Result<(reqwest::Client, CallPolicy), ClientBuildError> {
+    let policy = policy.unwrap_or_else(|| CallPolicy::with_timeout_secs(cloud.timeout_secs()));
+    let http = client(name, cloud.ca_pem().map(|c| c.0.as_slice()), &policy)?;
+    Ok((http, policy))
+}
+
 /// Builds the HTTPS client of one target: rustls with aws-lc-rs, the Mozilla roots plus
 /// the target's extra CA certificates, no redirects, bounded connect time.
 pub(crate) fn client(
