@@ -32,7 +32,7 @@ use legate_core::exchange::{
 use legate_core::jws::MAX_TOKEN_BYTES;
 use legate_core::text::{escape_untrusted, escape_untrusted_within};
 use legate_issuer::MINTED_TOKEN_TYPE;
-use legate_policy::{Decision, PolicyRequest};
+use legate_policy::{Decision, DecisionReason, PolicyRequest};
 use legate_state::{MAX_JTI_BYTES, ReplayMode, ReplayVerdict, StateError};
 use legate_sts::{
     Credential, ExchangeError, Grant, IssueRequest, Target, TargetKind, workload_claim,
@@ -114,8 +114,8 @@ pub enum Rejection {
         /// Why.
         detail: String,
     },
-    /// Policy said no.
-    Policy(Decision),
+    /// Policy said no, for this reason (the decision itself is in the audit facts).
+    Policy(DecisionReason),
     /// The audit queue is full: nothing may be issued unaudited.
     AuditQueueFull,
     /// The replay cache cannot answer (full, or its backend is down).
@@ -140,7 +140,7 @@ impl Rejection {
             Self::BadRequest { .. } => "bad_request",
             Self::UnknownTarget => "unknown_target",
             Self::Token { reason, .. } | Self::KeysUnavailable { reason, .. } => reason,
-            Self::Policy(decision) => decision.reason.as_str(),
+            Self::Policy(reason) => reason.as_str(),
             Self::AuditQueueFull => "audit_queue_full",
             Self::State(StateError::TrustFull { .. }) => "replay_cache_trust_full",
             Self::State(StateError::JtiTooLong { .. }) => "jti_too_long",
@@ -398,13 +398,10 @@ async fn exchange(
             .unwrap_or_else(|| target.lifetime_for(None)),
         issued_lifetime: lifetime,
     });
-    let allowed = decision.allowed;
+    let (allowed, reason) = (decision.allowed, decision.reason);
     facts.decision = Some(decision);
     if !allowed {
-        let Some(decision) = facts.decision.clone() else {
-            return Err(Rejection::Issue("decision vanished".to_owned()));
-        };
-        return Err(Rejection::Policy(decision));
+        return Err(Rejection::Policy(reason));
     }
 
     // 4. Rate limits arrive here.
