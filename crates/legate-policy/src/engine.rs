@@ -129,6 +129,13 @@ struct TargetSlot {
     slices: Vec<Slice>,
 }
 
+/// How a request is mapped onto Cedar: [`request::build`] or [`request::build_reference`].
+#[derive(Debug, Clone, Copy)]
+enum Build {
+    Fast,
+    Reference,
+}
+
 /// The policies that can apply to a request, and the claims they can read: only those
 /// claims are converted to Cedar (the rest are unreachable from these policies).
 #[derive(Debug)]
@@ -215,22 +222,25 @@ impl PolicyEngine {
 
     /// Decides `req`, evaluating only the policies that can apply to its (trust, target).
     pub fn evaluate(&self, req: &PolicyRequest<'_>) -> Decision {
-        self.evaluate_with(req, |target, trust| target.slices.get(trust.index))
+        self.evaluate_with(req, Build::Fast, |target, trust| {
+            target.slices.get(trust.index)
+        })
     }
 
     /// Decides `req` against every policy, without slicing. For tests and benchmarks:
     /// the decision is always the same as [`evaluate`](Self::evaluate)'s.
     #[doc(hidden)]
     pub fn evaluate_unsliced(&self, req: &PolicyRequest<'_>) -> Decision {
-        self.evaluate_with(req, |_, _| Some(&self.all))
+        self.evaluate_with(req, Build::Fast, |_, _| Some(&self.all))
     }
 
     /// Decides `req` against every policy with every claim converted: Cedar over the
-    /// whole entity model, without slicing or claim pruning. For tests and benchmarks:
+    /// whole entity model, through its public API alone, without slicing or claim
+    /// pruning. For tests and benchmarks:
     /// the decision is always the same as [`evaluate`](Self::evaluate)'s.
     #[doc(hidden)]
     pub fn evaluate_reference(&self, req: &PolicyRequest<'_>) -> Decision {
-        self.evaluate_with(req, |_, _| Some(&self.reference))
+        self.evaluate_with(req, Build::Reference, |_, _| Some(&self.reference))
     }
 
     /// The number of policies.
@@ -371,6 +381,7 @@ impl PolicyEngine {
     fn evaluate_with<'s>(
         &'s self,
         req: &PolicyRequest<'_>,
+        build: Build,
         pick: impl FnOnce(&'s TargetSlot, &'s TrustSlot) -> Option<&'s Slice>,
     ) -> Decision {
         let Some(target) = self.targets.get(req.target) else {
@@ -401,7 +412,11 @@ impl PolicyEngine {
             target_uid: &target.uid,
             target: &target.entity,
         };
-        match request::build(&self.names, req, &fixed, claims_read, &self.ips) {
+        let built = match build {
+            Build::Fast => request::build(&self.names, req, &fixed, claims_read, &self.ips),
+            Build::Reference => request::build_reference(&self.names, req, &fixed, claims_read),
+        };
+        match built {
             Ok((request, entities)) => decide(
                 &self.authorizer.is_authorized(&request, policies, &entities),
                 policies,

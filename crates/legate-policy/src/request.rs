@@ -2,16 +2,22 @@
 //!
 //! Nothing here uses the schema: undeclared claims must not break evaluation.
 
+use std::collections::{BTreeMap, HashSet};
 use std::hash::{BuildHasher as _, RandomState};
 use std::net::IpAddr;
 use std::str::FromStr;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 
 use cedar_policy::{
     Context, Entities, Entity, EntityId, EntityTypeName, EntityUid, Request, RestrictedExpression,
 };
+use cedar_policy_core::ast as cst;
+use cedar_policy_core::entities::{Entities as CoreEntities, NoEntitiesSchema, TCComputation};
+use cedar_policy_core::evaluator::RestrictedEvaluator;
+use cedar_policy_core::extensions::Extensions;
 use legate_core::text::escape_untrusted;
 use serde_json::{Map, Value};
+use smol_str::SmolStr;
 
 use crate::claim_refs::ClaimsRead;
 use crate::engine::{PolicyRequest, TargetInfo};
@@ -32,9 +38,9 @@ pub(crate) struct Names {
 /// Client addresses as Cedar `ip` values, memoised.
 ///
 /// `RestrictedExpression::new_ip` runs Cedar's parser on the extension name `ip` at every
-/// call (~6.6 µs, a quarter of the fixed cost of a request; docs/performance.md); the
-/// expression depends only on the address, and a gateway sees the same few addresses
-/// (its proxies, CI runners) again and again. A direct-mapped table: each address has one
+/// call (~6.6 µs, a quarter of the fixed cost of a request; docs/performance.md), and the
+/// expression must then be evaluated; the value depends only on the address, and a
+/// gateway sees the same few addresses (its proxies, CI runners) again and again. A direct-mapped table: each address has one
 /// slot (by a keyed hash), a colliding address replaces it. Bounded, no clock, no
 /// eviction policy to run; a flood of distinct addresses only costs the misses.
 #[derive(Debug)]
@@ -43,8 +49,8 @@ pub(crate) struct IpExprCache {
     hasher: RandomState,
 }
 
-/// One slot of [`IpExprCache`]: an address and its expression.
-type IpExpr = (IpAddr, RestrictedExpression);
+/// One slot of [`IpExprCache`]: an address and its evaluated `ip` value.
+type IpExpr = (IpAddr, cst::Value);
 
 impl IpExprCache {
     /// The number of slots.
@@ -57,8 +63,8 @@ impl IpExprCache {
         }
     }
 
-    /// The `ip(...)` expression of `ip`, canonical as [`ip_text`] writes it.
-    pub(crate) fn get(&self, ip: IpAddr) -> RestrictedExpression {
+    /// The `ip(...)` value of `ip`, canonical as [`ip_text`] writes it.
+    pub(crate) fn get(&self, ip: IpAddr) -> Result<cst::Value, RequestBuildError> {
         let ip = ip.to_canonical();
         let slot = usize::try_from(self.hasher.hash_one(ip) % Self::SLOTS)
             .ok()
@@ -68,13 +74,13 @@ impl IpExprCache {
             && let Some((cached, expr)) = entry.as_ref()
             && *cached == ip
         {
-            return expr.clone();
+            return Ok(expr.clone());
         }
-        let expr = RestrictedExpression::new_ip(ip_text(ip));
+        let expr = ip_value(ip)?;
         if let Some(Ok(mut entry)) = slot.map(Mutex::lock) {
             *entry = Some((ip, expr.clone()));
         }
-        expr
+        Ok(expr)
     }
 }
 
@@ -168,12 +174,72 @@ pub(crate) fn target_entity(
 /// Builds the Cedar request and entity store for `req`, converting only the claims in
 /// `read` (every claim is still checked against [`MAX_CLAIM_DEPTH`], so whether a request
 /// can be built never depends on the policies).
+///
+/// The hot path. It builds Cedar's values directly (`cedar-policy-core`, the exact version
+/// `cedar-policy` pins) instead of writing restricted expressions for Cedar to evaluate,
+/// and hands over an entity store whose transitive closure is already complete (the
+/// workload's only ancestor is its issuer, which has none), so none is computed per
+/// request (docs/adr/0007-cedar-core-request-values.md). [`build_reference`] builds the
+/// same request through the public API only; a property test holds the two equal.
 pub(crate) fn build(
     names: &Names,
     req: &PolicyRequest<'_>,
     fixed: &Fixed<'_>,
     read: &ClaimsRead,
     ips: &IpExprCache,
+) -> Result<(Request, Entities), RequestBuildError> {
+    let claims = claims_value(req.claims, read)?;
+    let principal = cst::EntityUID::from(names.workload_uid(req.trust, req.subject));
+    let attrs: [(SmolStr, cst::PartialValue); 4] = [
+        (
+            SmolStr::new_static("issuer"),
+            cst::Value::from(req.issuer).into(),
+        ),
+        (
+            SmolStr::new_static("subject"),
+            cst::Value::from(req.subject).into(),
+        ),
+        (
+            SmolStr::new_static("trust"),
+            cst::Value::from(req.trust).into(),
+        ),
+        (SmolStr::new_static("claims"), claims.into()),
+    ];
+    let issuer: &cst::Entity = fixed.issuer.as_ref();
+    let target: &cst::Entity = fixed.target.as_ref();
+    // INVARIANT (transitive closure): the workload's parents are all its ancestors, as
+    // the issuer and the target have no parents (built with none at load).
+    let workload = cst::Entity::new_with_attr_partial_value(
+        principal.clone(),
+        attrs,
+        HashSet::new(),
+        HashSet::from([issuer.uid().clone()]),
+        [],
+    );
+    let entities = CoreEntities::from_entities(
+        [workload, issuer.clone(), target.clone()],
+        None::<&NoEntitiesSchema>,
+        TCComputation::AssumeAlreadyComputed,
+        Extensions::none(),
+    )
+    .map_err(|e| RequestBuildError::Entities(e.to_string()))?;
+    let request = cst::Request::new_unchecked(
+        cst::EntityUIDEntry::known(principal, None),
+        cst::EntityUIDEntry::known(names.action.clone().into(), None),
+        cst::EntityUIDEntry::known(fixed.target_uid.clone().into(), None),
+        Some(context_value(req, ips)?),
+    );
+    Ok((Request::from(request), Entities::from(entities)))
+}
+
+/// [`build`] through `cedar-policy`'s public API alone: restricted expressions that
+/// Cedar evaluates, and an entity store whose closure Cedar computes. The reference that
+/// [`build`] is tested against (and what [`crate::PolicyEngine::evaluate_reference`] uses).
+pub(crate) fn build_reference(
+    names: &Names,
+    req: &PolicyRequest<'_>,
+    fixed: &Fixed<'_>,
+    read: &ClaimsRead,
 ) -> Result<(Request, Entities), RequestBuildError> {
     let claims = claims_record(req.claims, read)?;
     let principal = names.workload_uid(req.trust, req.subject);
@@ -205,54 +271,92 @@ pub(crate) fn build(
         principal,
         names.action.clone(),
         fixed.target_uid.clone(),
-        context(req, ips)?,
+        context_reference(req)?,
         None,
     )
     .map_err(|e| RequestBuildError::Request(e.to_string()))?;
     Ok((request, entities))
 }
 
+/// The context's numbers, derived once for both builders.
+struct Times {
+    request_time: i64,
+    utc_hour: i64,
+    utc_weekday: i64,
+    requested_lifetime: i64,
+    issued_lifetime: i64,
+}
+
+impl Times {
+    fn of(req: &PolicyRequest<'_>) -> Result<Self, RequestBuildError> {
+        const DAY: i64 = 86_400;
+        let requested_lifetime = i64::try_from(req.requested_lifetime)
+            .map_err(|_| RequestBuildError::Lifetime(req.requested_lifetime))?;
+        let issued_lifetime = i64::try_from(req.issued_lifetime)
+            .map_err(|_| RequestBuildError::Lifetime(req.issued_lifetime))?;
+        Ok(Self {
+            request_time: req.now,
+            utc_hour: req.now.rem_euclid(DAY) / 3_600,
+            // 1970-01-01 was a Thursday (3 when Monday is 0).
+            utc_weekday: (req.now.div_euclid(DAY) + 3).rem_euclid(7),
+            requested_lifetime,
+            issued_lifetime,
+        })
+    }
+
+    fn pairs(&self) -> [(&'static str, i64); 5] {
+        [
+            ("request_time", self.request_time),
+            ("utc_hour", self.utc_hour),
+            ("utc_weekday", self.utc_weekday),
+            ("requested_lifetime", self.requested_lifetime),
+            ("issued_lifetime", self.issued_lifetime),
+        ]
+    }
+}
+
 /// The request context: `source_ip` (left out when unknown), `request_time`, `utc_hour`,
 /// `utc_weekday` (0 = Monday), `requested_lifetime`, `issued_lifetime`, `has_actor`.
-fn context(req: &PolicyRequest<'_>, ips: &IpExprCache) -> Result<Context, RequestBuildError> {
-    const DAY: i64 = 86_400;
-    let lifetime = i64::try_from(req.requested_lifetime)
-        .map_err(|_| RequestBuildError::Lifetime(req.requested_lifetime))?;
-    let utc_hour = req.now.rem_euclid(DAY) / 3_600;
-    // 1970-01-01 was a Thursday (3 when Monday is 0).
-    let utc_weekday = (req.now.div_euclid(DAY) + 3).rem_euclid(7);
-    let issued = i64::try_from(req.issued_lifetime)
-        .map_err(|_| RequestBuildError::Lifetime(req.issued_lifetime))?;
-    let source_ip = req
-        .source_ip
-        .map(|ip| ("source_ip".to_owned(), ips.get(ip)));
-    Context::from_pairs(source_ip.into_iter().chain([
+fn context_value(
+    req: &PolicyRequest<'_>,
+    ips: &IpExprCache,
+) -> Result<cst::Context, RequestBuildError> {
+    let mut fields: BTreeMap<SmolStr, cst::Value> = Times::of(req)?
+        .pairs()
+        .into_iter()
+        .map(|(name, value)| (SmolStr::new_static(name), cst::Value::from(value)))
+        .collect();
+    fields.insert(SmolStr::new_static("has_actor"), cst::Value::from(false));
+    if let Some(ip) = req.source_ip {
+        fields.insert(SmolStr::new_static("source_ip"), ips.get(ip)?);
+    }
+    Ok(cst::Context::Value(Arc::new(fields)))
+}
+
+/// [`context_value`] through the public API (uncached `ip`).
+fn context_reference(req: &PolicyRequest<'_>) -> Result<Context, RequestBuildError> {
+    let source_ip = req.source_ip.map(|ip| {
         (
-            "request_time".to_owned(),
-            RestrictedExpression::new_long(req.now),
-        ),
-        (
-            "utc_hour".to_owned(),
-            RestrictedExpression::new_long(utc_hour),
-        ),
-        (
-            "utc_weekday".to_owned(),
-            RestrictedExpression::new_long(utc_weekday),
-        ),
-        (
-            "requested_lifetime".to_owned(),
-            RestrictedExpression::new_long(lifetime),
-        ),
-        (
-            "issued_lifetime".to_owned(),
-            RestrictedExpression::new_long(issued),
-        ),
-        (
-            "has_actor".to_owned(),
-            RestrictedExpression::new_bool(false),
-        ),
-    ]))
+            "source_ip".to_owned(),
+            RestrictedExpression::new_ip(ip_text(ip)),
+        )
+    });
+    let numbers = Times::of(req)?
+        .pairs()
+        .map(|(name, value)| (name.to_owned(), RestrictedExpression::new_long(value)));
+    Context::from_pairs(source_ip.into_iter().chain(numbers).chain([(
+        "has_actor".to_owned(),
+        RestrictedExpression::new_bool(false),
+    )]))
     .map_err(|e| RequestBuildError::Context(e.to_string()))
+}
+
+/// Cedar's `ip(...)` value of `ip`.
+fn ip_value(ip: IpAddr) -> Result<cst::Value, RequestBuildError> {
+    let expr = RestrictedExpression::new_ip(ip_text(ip));
+    RestrictedEvaluator::new(Extensions::all_available())
+        .interpret(AsRef::<cst::RestrictedExpr>::as_ref(&expr).as_borrowed())
+        .map_err(|e| RequestBuildError::Context(e.to_string()))
 }
 
 /// `ip` as Cedar's `ip()` extension accepts it.
@@ -293,6 +397,58 @@ fn claims_record(
     RestrictedExpression::new_record(fields).map_err(|e| RequestBuildError::Claim {
         claim: "claims".to_owned(),
         message: e.to_string(),
+    })
+}
+
+/// [`claims_record`] as a Cedar value (the hot path; see [`build`]).
+fn claims_value(
+    claims: &Map<String, Value>,
+    read: &ClaimsRead,
+) -> Result<cst::Value, RequestBuildError> {
+    let mut fields = BTreeMap::new();
+    for (name, value) in claims {
+        let wanted = match read {
+            ClaimsRead::All => true,
+            ClaimsRead::Only(names) => names.contains(name),
+        };
+        if !wanted {
+            check_nesting(name, value, 1)?;
+        } else if let Some(value) = core_value(name, value, 1)? {
+            fields.insert(SmolStr::new(name), value);
+        }
+    }
+    Ok(cst::Value::record_arc(Arc::new(fields), None))
+}
+
+/// [`claim_value`] as a Cedar value.
+fn core_value(
+    claim: &str,
+    value: &Value,
+    depth: usize,
+) -> Result<Option<cst::Value>, RequestBuildError> {
+    Ok(match value {
+        Value::Null => None,
+        Value::Bool(b) => Some(cst::Value::from(*b)),
+        Value::Number(n) => n.as_i64().map(cst::Value::from),
+        Value::String(s) => Some(cst::Value::from(s.as_str())),
+        Value::Array(items) => {
+            check_depth(claim, depth)?;
+            let mut elements = Vec::with_capacity(items.len());
+            for item in items {
+                elements.extend(core_value(claim, item, depth + 1)?);
+            }
+            Some(cst::Value::set(elements, None))
+        }
+        Value::Object(members) => {
+            check_depth(claim, depth)?;
+            let mut fields = BTreeMap::new();
+            for (name, member) in members {
+                if let Some(value) = core_value(claim, member, depth + 1)? {
+                    fields.insert(SmolStr::new(name), value);
+                }
+            }
+            Some(cst::Value::record_arc(Arc::new(fields), None))
+        }
     })
 }
 
@@ -392,15 +548,14 @@ mod tests {
             ("2001:db8::8", "2001:db8:0:0:0:0:0:8"),
         ] {
             let ip: IpAddr = ip.parse().unwrap();
-            let text = |expr: RestrictedExpression| {
-                let ctx = Context::from_pairs([("ip".to_owned(), expr)]).unwrap();
-                ctx.get("ip").unwrap().to_string()
-            };
-            let fresh = text(RestrictedExpression::new_ip(canonical));
-            assert!(fresh.contains(canonical), "{fresh}");
+            let expr = RestrictedExpression::new_ip(canonical);
+            let fresh = RestrictedEvaluator::new(Extensions::all_available())
+                .interpret(AsRef::<cst::RestrictedExpr>::as_ref(&expr).as_borrowed())
+                .unwrap();
+            assert!(fresh.to_string().contains(canonical), "{fresh}");
             // Twice: the first call fills the cache, the second reads it.
-            assert_eq!(text(ips.get(ip)), fresh);
-            assert_eq!(text(ips.get(ip)), fresh);
+            assert_eq!(ips.get(ip).unwrap(), fresh);
+            assert_eq!(ips.get(ip).unwrap(), fresh);
         }
     }
 
@@ -499,18 +654,97 @@ mod tests {
         };
         let get = |ctx: &Context, k: &str| ctx.get(k).unwrap().to_string();
         let ips = IpExprCache::new();
-        let ctx = context(&req, &ips).unwrap();
-        assert_eq!(get(&ctx, "utc_hour"), "13");
-        assert_eq!(get(&ctx, "utc_weekday"), "3");
+        // Both builders, which must agree.
+        let contexts = |req: &PolicyRequest<'_>| {
+            let fast = Context::from(context_value(req, &ips).unwrap());
+            let reference = context_reference(req).unwrap();
+            assert_eq!(fast.to_string(), reference.to_string());
+            [fast, reference]
+        };
+        for ctx in contexts(&req) {
+            assert_eq!(get(&ctx, "utc_hour"), "13");
+            assert_eq!(get(&ctx, "utc_weekday"), "3");
+        }
         // 1969-12-31T23:00:00Z, a Wednesday.
         req.now = -3_600;
-        let ctx = context(&req, &ips).unwrap();
-        assert_eq!(get(&ctx, "utc_hour"), "23");
-        assert_eq!(get(&ctx, "utc_weekday"), "2");
+        for ctx in contexts(&req) {
+            assert_eq!(get(&ctx, "utc_hour"), "23");
+            assert_eq!(get(&ctx, "utc_weekday"), "2");
+        }
         req.requested_lifetime = u64::MAX;
         assert!(matches!(
-            context(&req, &ips),
+            context_value(&req, &ips),
             Err(RequestBuildError::Lifetime(u64::MAX))
         ));
+        assert!(matches!(
+            context_reference(&req),
+            Err(RequestBuildError::Lifetime(u64::MAX))
+        ));
+    }
+
+    /// The hot-path builder hands Cedar exactly what the public API would: the same
+    /// request (context included) and the same entities, ancestry included. A difference
+    /// here would make a policy see another request than the one Legate was sent.
+    #[test]
+    fn the_fast_builder_builds_what_the_public_api_builds() {
+        let names = Names::new();
+        let target = TargetInfo {
+            name: "deploy".into(),
+            kind: "jwt".into(),
+            audience: "https://api.example".into(),
+            labels: [("env".to_owned(), "prod".to_owned())]
+                .into_iter()
+                .collect(),
+        };
+        let issuer_uid = names.issuer_uid("github");
+        let issuer = Entity::with_uid(issuer_uid.clone());
+        let target_uid = names.target_uid("deploy");
+        let target_entity = target_entity(&names, &target).unwrap();
+        let fixed = Fixed {
+            issuer_uid: &issuer_uid,
+            issuer: &issuer,
+            target_uid: &target_uid,
+            target: &target_entity,
+        };
+        let Value::Object(claims) = json!({
+            "iss": "https://token.actions.githubusercontent.com", "sub": "repo:a/b:ref:refs/heads/main",
+            "i": 7, "f": 1.5, "n": null, "b": false, "a": ["x", "x", 3, null, ["y"]],
+            "o": {"k": "v", "deep": {"z": [1, 2]}}, "kubernetes.io": {"namespace": "ns"}
+        }) else {
+            unreachable!()
+        };
+        let ips = IpExprCache::new();
+        for source_ip in [
+            None,
+            Some("2001:db8::1".parse().unwrap()),
+            Some("::ffff:10.0.0.1".parse().unwrap()),
+        ] {
+            let req = PolicyRequest {
+                trust: "github",
+                issuer: "https://token.actions.githubusercontent.com",
+                subject: "repo:a/b:ref:refs/heads/main",
+                claims: &claims,
+                target: "deploy",
+                source_ip,
+                now: 1_767_274_200,
+                requested_lifetime: 900,
+                issued_lifetime: 600,
+            };
+            for read in [
+                ClaimsRead::All,
+                ClaimsRead::Only(["a".to_owned(), "o".to_owned()].into_iter().collect()),
+            ] {
+                let (fast_req, fast_entities) = build(&names, &req, &fixed, &read, &ips).unwrap();
+                let (ref_req, ref_entities) = build_reference(&names, &req, &fixed, &read).unwrap();
+                assert_eq!(fast_req, ref_req);
+                assert_eq!(
+                    fast_req.context().unwrap().to_string(),
+                    ref_req.context().unwrap().to_string()
+                );
+                assert_eq!(fast_entities, ref_entities);
+                let principal = names.workload_uid("github", "repo:a/b:ref:refs/heads/main");
+                assert!(fast_entities.is_ancestor_of(&issuer_uid, &principal));
+            }
+        }
     }
 }
