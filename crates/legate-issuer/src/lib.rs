@@ -47,5 +47,34 @@ pub use mint::{
     MAX_TOKEN_LIFETIME_SECS, MintRequest, MintedToken,
 };
 
+/// A random (version 4) UUID from AWS-LC's CSPRNG, for token ids and request ids.
+///
+/// `uuid::Uuid::new_v4` asks the kernel (`getrandom(2)`) at every call, a system call on
+/// the request path; AWS-LC's generator is seeded from the kernel and then runs in user
+/// space. Should it ever fail, the kernel is asked instead.
+pub fn random_uuid() -> uuid::Uuid {
+    let mut bytes = [0u8; 16];
+    match aws_lc_rs::rand::fill(&mut bytes) {
+        Ok(()) => uuid::Builder::from_random_bytes(bytes).into_uuid(),
+        Err(_) => uuid::Uuid::new_v4(),
+    }
+}
+
 /// RFC 8693 token type of the tokens Legate mints (`issued_token_type`): a JWT.
 pub const MINTED_TOKEN_TYPE: &str = legate_core::exchange::TOKEN_TYPE_JWT;
+
+#[cfg(test)]
+mod tests {
+    /// Token ids must be unpredictable and unique: version 4, RFC 4122 variant, and no
+    /// repeats over many draws (a stuck generator would repeat at once).
+    #[test]
+    fn random_uuids_are_version_4_and_do_not_repeat() {
+        let mut seen = std::collections::HashSet::new();
+        for _ in 0..10_000 {
+            let id = super::random_uuid();
+            assert_eq!(id.get_version_num(), 4);
+            assert_eq!(id.get_variant(), uuid::Variant::RFC4122);
+            assert!(seen.insert(id), "a repeated uuid");
+        }
+    }
+}

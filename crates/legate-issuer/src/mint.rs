@@ -127,7 +127,7 @@ impl Issuer {
             return Err(MintError::ReservedClaim(name.clone()));
         }
 
-        let jti = uuid::Uuid::new_v4().to_string();
+        let jti = crate::random_uuid().to_string();
         let mut claims = req.extra_claims.clone();
         let registered = [
             ("iss", json!(self.url())),
@@ -182,7 +182,7 @@ impl Issuer {
                 return Err(MintError::EmptyClaim(name));
             }
         }
-        let jti = uuid::Uuid::new_v4().to_string();
+        let jti = crate::random_uuid().to_string();
         let mut claims = Map::new();
         for (name, value) in [
             ("iss", json!(self.url())),

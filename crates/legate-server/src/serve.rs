@@ -398,7 +398,7 @@ async fn handle(request: Request<Incoming>, peer: SocketAddr, shared: &Shared) -
             ApiError::new(
                 OAuthErrorCode::ServerError,
                 "internal error",
-                &uuid::Uuid::new_v4().to_string(),
+                &legate_issuer::random_uuid().to_string(),
             )
             .into_response()
         }
@@ -407,7 +407,7 @@ async fn handle(request: Request<Incoming>, peer: SocketAddr, shared: &Shared) -
 
 /// `503 temporarily_unavailable` (RFC 6749 §5.2 body) with `Retry-After`.
 fn unavailable(description: &'static str) -> Response {
-    let request_id = uuid::Uuid::new_v4().to_string();
+    let request_id = legate_issuer::random_uuid().to_string();
     let mut response = ApiError::new(
         OAuthErrorCode::TemporarilyUnavailable,
         description,

@@ -49,7 +49,7 @@ pub const MAX_BODY_BYTES: usize = 64 * 1024;
 /// Handles `POST /token`.
 pub async fn token(State(state): State<AppState>, request: Request) -> Response {
     let started = tokio::time::Instant::now();
-    let request_id = uuid::Uuid::new_v4().to_string();
+    let request_id = legate_issuer::random_uuid().to_string();
     let peer = request
         .extensions()
         .get::<ConnectInfo<SocketAddr>>()
