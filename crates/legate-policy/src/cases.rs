@@ -229,7 +229,7 @@ mod tests {
             audience: "https://api.invalid".into(),
             labels: Default::default(),
         };
-        PolicyEngine::from_sources(
+        PolicyEngine::from_sources_unlinted(
             crate::BUNDLED_SCHEMA,
             &[(
                 "p.cedar".into(),
