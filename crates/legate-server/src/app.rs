@@ -8,7 +8,7 @@ use ipnet::IpNet;
 use legate_core::jwk::KeySet;
 use legate_core::{Clock, VerifyRules};
 use legate_issuer::{Issuer, KeyRing, SigningKey};
-use legate_policy::{PolicyEngine, TargetInfo};
+use legate_policy::{LoadOptions, PolicyEngine, TargetInfo};
 use legate_state::{ReplayCache, ReplayLimits, ReplayMode};
 use legate_sts::{
     AwsProvider, AzureProvider, CaPem, CacheStats, CredentialCache, CredentialProvider,
@@ -381,16 +381,48 @@ pub fn target_infos(targets: &[Target]) -> Vec<TargetInfo> {
 }
 
 /// Loads the configured policies (bundled or a folder) for the configured targets and
-/// the given trust names. `legate serve`, `config check` and `policy` all use this.
+/// the given trust names. `legate serve`, `config check` and `policy` all use this; the
+/// lints run with [`load_options`].
 pub fn load_policies(
     config: &Config,
     trust_names: &[String],
 ) -> Result<PolicyEngine, legate_policy::PolicyLoadError> {
     let targets = target_infos(&config.targets);
+    let options = load_options(config, trust_names);
     match &config.policy {
-        PolicySource::Bundled => PolicyEngine::bundled(&targets, trust_names),
-        PolicySource::Dir(dir) => PolicyEngine::load_dir(dir, &targets, trust_names),
+        PolicySource::Bundled => PolicyEngine::bundled_with(&targets, trust_names, &options),
+        PolicySource::Dir(dir) => PolicyEngine::load_dir_with(dir, &targets, trust_names, &options),
     }
+}
+
+/// The issuer templates the policy lints use: each `[[trust]]`'s `template`; the demo
+/// trust of development mode (not in the file) gets `legate-demo`; with the bundled
+/// policies, the example trusts they are written for get theirs unless the file says
+/// otherwise.
+pub fn load_options(config: &Config, trust_names: &[String]) -> LoadOptions {
+    let mut options = match config.policy {
+        PolicySource::Bundled => LoadOptions::examples(),
+        PolicySource::Dir(_) => LoadOptions::default(),
+    };
+    let in_file = |name: &str| config.trusts.iter().any(|t| t.name == name);
+    for trust in &config.trusts {
+        match &trust.template {
+            Some(template) => {
+                options
+                    .templates
+                    .insert(trust.name.clone(), template.clone());
+            }
+            None => {
+                options.templates.remove(&trust.name);
+            }
+        }
+    }
+    if trust_names.iter().any(|t| t == crate::dev::DEMO_TRUST) && !in_file(crate::dev::DEMO_TRUST) {
+        options
+            .templates
+            .insert(crate::dev::DEMO_TRUST.to_owned(), "legate-demo".to_owned());
+    }
+    options
 }
 
 fn read(path: &Path) -> Result<Vec<u8>, StartupError> {

@@ -89,9 +89,11 @@ fn load(src: &Source, extra_trusts: &[String]) -> anyhow::Result<(PolicyEngine, 
     trusts.insert(legate_server::dev::DEMO_TRUST.to_owned());
     trusts.extend(extra_trusts.iter().cloned());
     let trusts: Vec<String> = trusts.into_iter().collect();
+    // The same lints, with the same templates, as `legate serve`.
+    let options = legate_server::app::load_options(&cfg, &trusts);
     let engine = match policy_dir(src)? {
-        Some(dir) => PolicyEngine::load_dir(&dir, &targets, &trusts)?,
-        None => PolicyEngine::bundled(&targets, &trusts)?,
+        Some(dir) => PolicyEngine::load_dir_with(&dir, &targets, &trusts, &options)?,
+        None => PolicyEngine::bundled_with(&targets, &trusts, &options)?,
     };
     Ok((engine, targets))
 }
