@@ -506,6 +506,22 @@ mod tests {
         }
     }
 
+    /// Stops the guide from drifting from what is tested: docs/issuers.md shows every
+    /// template's trust entry and recommended policy verbatim.
+    #[test]
+    fn the_issuers_guide_shows_every_template_verbatim() {
+        let guide = include_str!("../../../docs/issuers.md");
+        for t in TEMPLATES {
+            assert!(guide.contains(&format!("\n## {}\n", t.id)), "{}", t.id);
+            assert!(guide.contains(t.policy.trim_end()), "{}: policy", t.id);
+            assert!(
+                guide.contains(t.trust_entry.trim_end()),
+                "{}: trust entry",
+                t.id
+            );
+        }
+    }
+
     /// Every template's recommended policy loads with its template (so the lints accept
     /// it) and passes its cases, which include a token from another trust.
     #[test]
