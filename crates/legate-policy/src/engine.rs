@@ -266,7 +266,7 @@ impl PolicyEngine {
         let parsed = load::parse_policies(policies)?;
         warnings.extend(load::validate(schema, schema_src, &parsed, policies)?);
         if let Some(templates) = lint_templates {
-            warnings.extend(crate::lint::check(&parsed, policies, trusts, templates)?);
+            warnings.extend(crate::lint::check(&parsed, policies, templates)?);
         }
         let mut engine = Self::assemble(parsed, targets, trusts, warnings)?;
         engine.set_hash = policy_set_hash(policies);

@@ -27,9 +27,6 @@
 //! policy that is in fact bound (rewrite it, or use the escape hatch), never the reverse.
 //! A condition with more than [`MAX_BRANCHES`] branches is treated as having no facts.
 //!
-//! Branches that can only match trusts that are not configured are skipped: such a
-//! policy never applies (the load warns about it).
-//!
 //! Without a template for a trust, the generic rules apply: stable identifiers are `sub`
 //! (`principal.subject`) and those of any template (`repository_id`, `project_id`, ...);
 //! only exact matches bind; `like` on `sub` must use whole `:`/`/` segments; no
@@ -127,10 +124,8 @@ impl fmt::Display for LintFinding {
 pub(crate) fn check(
     parsed: &Parsed,
     sources: &[(String, String)],
-    trusts: &[String],
     templates: &BTreeMap<String, &'static Template>,
 ) -> Result<Vec<String>, PolicyLoadError> {
-    let configured: BTreeSet<String> = trusts.iter().cloned().collect();
     let mut lines: BTreeMap<&str, Vec<usize>> = BTreeMap::new();
     for (file, text) in sources {
         lines.insert(file.as_str(), statement_lines(text));
@@ -167,7 +162,7 @@ pub(crate) fn check(
                 continue;
             }
         };
-        let findings = lint_policy(policy, &configured, templates);
+        let findings = lint_policy(policy, templates);
         let fired: BTreeSet<LintId> = findings.iter().map(|(l, _, _)| *l).collect();
         for (lint, message, fix) in findings {
             if allowed.contains(&lint) {
@@ -228,11 +223,7 @@ fn allowed_lints(policy: &Policy) -> Result<BTreeSet<LintId>, String> {
 type Raw = (LintId, String, String);
 
 /// The findings on one policy, before `@allow_lint`.
-fn lint_policy(
-    policy: &Policy,
-    configured: &BTreeSet<String>,
-    templates: &BTreeMap<String, &'static Template>,
-) -> Vec<Raw> {
+fn lint_policy(policy: &Policy, templates: &BTreeMap<String, &'static Template>) -> Vec<Raw> {
     let mut out = Vec::new();
     let permit = policy.effect() == Effect::Permit;
     let Ok(est) = policy.to_json() else {
@@ -264,15 +255,9 @@ fn lint_policy(
             branches = cross(&branches, &dnf(body));
         }
     }
-    // A branch for a trust that is not configured never matches (the load warns about
-    // such policies); the satisfiable branches remain, with the trusts each can match
-    // (`None`: any).
-    let configured = Some(configured.clone());
-    for branch in &mut branches {
-        if branch.trusts.is_some() {
-            branch.trusts = intersect(&branch.trusts, &configured);
-        }
-    }
+    // The satisfiable branches, with the trusts each can match (`None`: any). Trusts
+    // that are not configured are linted too: `policy validate` without a configuration
+    // must judge a policy as `serve` with one will.
     let live: Vec<&Branch> = branches
         .iter()
         .filter(|b| b.trusts.as_ref().is_none_or(|t| !t.is_empty()))

@@ -388,23 +388,21 @@ pub fn load_policies(
     trust_names: &[String],
 ) -> Result<PolicyEngine, legate_policy::PolicyLoadError> {
     let targets = target_infos(&config.targets);
-    let options = load_options(config, trust_names);
+    let options = load_options(config);
     match &config.policy {
         PolicySource::Bundled => PolicyEngine::bundled_with(&targets, trust_names, &options),
         PolicySource::Dir(dir) => PolicyEngine::load_dir_with(dir, &targets, trust_names, &options),
     }
 }
 
-/// The issuer templates the policy lints use: each `[[trust]]`'s `template`; the demo
-/// trust of development mode (not in the file) gets `legate-demo`; with the bundled
-/// policies, the example trusts they are written for get theirs unless the file says
-/// otherwise.
-pub fn load_options(config: &Config, trust_names: &[String]) -> LoadOptions {
-    let mut options = match config.policy {
-        PolicySource::Bundled => LoadOptions::examples(),
-        PolicySource::Dir(_) => LoadOptions::default(),
-    };
-    let in_file = |name: &str| config.trusts.iter().any(|t| t.name == name);
+/// The issuer templates the policy lints use: each `[[trust]]`'s `template` (none: the
+/// generic lints); a trust name the file does not configure (the development-mode
+/// `demo` trust; the example trusts `github`, `gitlab`, `kubernetes`, whose policies
+/// then never apply but are still linted) gets its example template
+/// ([`LoadOptions::examples`]). `serve`, `config check`, `policy validate|test` and
+/// reloads must all use this, so that they lint alike.
+pub fn load_options(config: &Config) -> LoadOptions {
+    let mut options = LoadOptions::examples();
     for trust in &config.trusts {
         match &trust.template {
             Some(template) => {
@@ -416,11 +414,6 @@ pub fn load_options(config: &Config, trust_names: &[String]) -> LoadOptions {
                 options.templates.remove(&trust.name);
             }
         }
-    }
-    if trust_names.iter().any(|t| t == crate::dev::DEMO_TRUST) && !in_file(crate::dev::DEMO_TRUST) {
-        options
-            .templates
-            .insert(crate::dev::DEMO_TRUST.to_owned(), "legate-demo".to_owned());
     }
     options
 }
