@@ -106,6 +106,7 @@ const AWS_MAX_LIFETIME: u64 = 3600;
 /// [`Setup::new`] stays loaded beside it).
 const CLOUD_POLICY: &str = r#"
 @id("octo-org-app-uses-the-clouds")
+@allow_lint("unscoped-issuer: the test trusts are all GitHub Actions look-alikes")
 permit (principal, action == Legate::Action::"exchange", resource)
 when { principal.claims has repository_id && principal.claims.repository_id == "1296269" };
 "#;

@@ -58,6 +58,11 @@ async fn permitted_exchange_mints_a_token_that_pyjwt_verifies_against_legates_di
     assert_eq!(event.decision, Outcome::Allow);
     assert_eq!(event.reason, "permitted");
     assert_eq!(event.policy_ids, vec!["repo-42-deploys".to_owned()]);
+    // The determining policy's lint exception, with its reason, is in the audit.
+    assert_eq!(
+        event.lint_exceptions,
+        vec!["repo-42-deploys: unscoped-issuer: every test issuer mints repository 42".to_owned()]
+    );
     assert_eq!(event.trust.as_deref(), Some(TRUST));
     assert_eq!(event.issuer.as_deref(), Some(f.issuer.issuer.as_str()));
     assert_eq!(event.subject.as_deref(), Some(SUBJECT));

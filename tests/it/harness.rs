@@ -69,11 +69,14 @@ pub const TARGET_MAX_LIFETIME: u64 = 600;
 /// The standard workload's upstream subject.
 pub const SUBJECT: &str = "repo:acme/app:ref:refs/heads/main";
 
-/// The standard policy: repository 42 may reach `deploy-api` (from any trust);
-/// production targets are reached from `refs/heads/main` only.
+/// The standard policy: repository 42 may reach `deploy-api` (from any trust: the
+/// lint `unscoped-issuer` is allowed, with its reason, which the audit event of every
+/// decision it determines carries); production targets are reached from
+/// `refs/heads/main` only.
 pub const STANDARD_POLICY: &str = r#"
 // The repository whose id is 42 deploys.
 @id("repo-42-deploys")
+@allow_lint("unscoped-issuer: every test issuer mints repository 42")
 permit (
   principal,
   action == Legate::Action::"exchange",

@@ -63,11 +63,15 @@ fn generated(n: usize) -> Vec<(String, String)> {
                    principal.claims has ref_protected && principal.claims.ref_protected == "true""#
             ),
             "kubernetes" => format!(
-                r#"principal.claims has "kubernetes.io" &&
+                r#"principal.subject == "system:serviceaccount:ns{i}:api" &&
+                   principal.claims has "kubernetes.io" &&
                    principal.claims["kubernetes.io"] has namespace &&
                    principal.claims["kubernetes.io"].namespace == "ns{i}""#
             ),
-            _ => r#"principal.claims has env && principal.claims.env == "dev""#.to_owned(),
+            _ => format!(
+                r#"principal.subject == "workload:{i}" &&
+                   principal.claims has env && principal.claims.env == "dev""#
+            ),
         };
         let effect = if i % 10 == 0 { "forbid" } else { "permit" };
         text.push_str(&format!(

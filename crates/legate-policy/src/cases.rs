@@ -161,6 +161,11 @@ pub fn run_cases(engine: &PolicyEngine, src: &str) -> Result<CaseReport, CaseFil
 }
 
 /// Runs one case; `Err` describes how the decision differs from the expectation.
+#[expect(
+    clippy::result_large_err,
+    reason = "a failed case carries its whole decision for the report; cases run in tests \
+              and the CLI, never on the request path"
+)]
 pub fn run_case(engine: &PolicyEngine, case: &PolicyCase) -> Result<Decision, CaseFailure> {
     let decision = engine.evaluate(&PolicyRequest {
         trust: &case.trust,
@@ -229,7 +234,7 @@ mod tests {
             audience: "https://api.invalid".into(),
             labels: Default::default(),
         };
-        PolicyEngine::from_sources(
+        PolicyEngine::from_sources_unlinted(
             crate::BUNDLED_SCHEMA,
             &[(
                 "p.cedar".into(),

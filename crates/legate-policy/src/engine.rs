@@ -68,6 +68,10 @@ pub struct Decision {
     pub errors: Vec<String>,
     /// Why.
     pub reason: DecisionReason,
+    /// The `@allow_lint` annotations of the determining policies, each as
+    /// `<policy id>: <annotation>` (sorted by policy id): the lint exceptions this
+    /// decision relied on, for the audit event.
+    pub lint_exceptions: Vec<String>,
 }
 
 /// Why a [`Decision`] came out as it did.
@@ -175,6 +179,28 @@ impl Decision {
             policy_ids: Vec::new(),
             errors: Vec::new(),
             reason,
+            lint_exceptions: Vec::new(),
+        }
+    }
+}
+
+/// Options of a policy load beyond the sources, targets and trusts.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct LoadOptions {
+    /// Trust name → issuer template name (an id or alias of
+    /// [`crate::templates::TEMPLATES`]). The lints use a trust's template; a trust
+    /// without one gets the generic lints ([`crate::lint`]).
+    pub templates: BTreeMap<String, String>,
+}
+
+impl LoadOptions {
+    /// The templates of the bundled example trusts ([`crate::templates::EXAMPLE_TRUSTS`]).
+    pub fn examples() -> Self {
+        Self {
+            templates: crate::templates::EXAMPLE_TRUSTS
+                .iter()
+                .map(|(trust, template)| ((*trust).to_owned(), (*template).to_owned()))
+                .collect(),
         }
     }
 }
@@ -191,9 +217,64 @@ impl PolicyEngine {
         targets: &[TargetInfo],
         trusts: &[String],
     ) -> Result<Self, PolicyLoadError> {
+        Self::from_sources_with(
+            schema_src,
+            policies,
+            targets,
+            trusts,
+            &LoadOptions::default(),
+        )
+    }
+
+    /// [`from_sources`](Self::from_sources) with options: the trusts' issuer templates,
+    /// which the lints use. Every load runs the lints ([`crate::lint`]); a lint error
+    /// fails the load ([`PolicyLoadError::Lint`]), lint warnings join
+    /// [`warnings`](Self::warnings).
+    pub fn from_sources_with(
+        schema_src: &str,
+        policies: &[(String, String)],
+        targets: &[TargetInfo],
+        trusts: &[String],
+        options: &LoadOptions,
+    ) -> Result<Self, PolicyLoadError> {
+        let mut templates = BTreeMap::new();
+        for (trust, name) in &options.templates {
+            let template =
+                crate::templates::find(name).ok_or_else(|| PolicyLoadError::UnknownTemplate {
+                    trust: trust.clone(),
+                    template: name.clone(),
+                    known: crate::templates::names().join(", "),
+                })?;
+            templates.insert(trust.clone(), template);
+        }
+        Self::load(schema_src, policies, targets, trusts, Some(&templates))
+    }
+
+    /// The policies without the lints: for this crate's unit tests of evaluation, whose
+    /// policies are deliberately loose. Never compiled outside tests.
+    #[cfg(test)]
+    pub(crate) fn from_sources_unlinted(
+        schema_src: &str,
+        policies: &[(String, String)],
+        targets: &[TargetInfo],
+        trusts: &[String],
+    ) -> Result<Self, PolicyLoadError> {
+        Self::load(schema_src, policies, targets, trusts, None)
+    }
+
+    fn load(
+        schema_src: &str,
+        policies: &[(String, String)],
+        targets: &[TargetInfo],
+        trusts: &[String],
+        lint_templates: Option<&BTreeMap<String, &'static crate::templates::Template>>,
+    ) -> Result<Self, PolicyLoadError> {
         let (schema, mut warnings) = load::parse_schema(schema_src)?;
         let parsed = load::parse_policies(policies)?;
         warnings.extend(load::validate(schema, schema_src, &parsed, policies)?);
+        if let Some(templates) = lint_templates {
+            warnings.extend(crate::lint::check(&parsed, policies, templates)?);
+        }
         let mut engine = Self::assemble(parsed, targets, trusts, warnings)?;
         engine.set_hash = policy_set_hash(policies);
         Ok(engine)
@@ -206,18 +287,42 @@ impl PolicyEngine {
         targets: &[TargetInfo],
         trusts: &[String],
     ) -> Result<Self, PolicyLoadError> {
+        Self::load_dir_with(dir, targets, trusts, &LoadOptions::default())
+    }
+
+    /// [`load_dir`](Self::load_dir) with options (see
+    /// [`from_sources_with`](Self::from_sources_with)).
+    pub fn load_dir_with(
+        dir: &Path,
+        targets: &[TargetInfo],
+        trusts: &[String],
+        options: &LoadOptions,
+    ) -> Result<Self, PolicyLoadError> {
         let (schema, policies) = load::read_dir(dir)?;
-        Self::from_sources(&schema, &policies, targets, trusts)
+        Self::from_sources_with(&schema, &policies, targets, trusts, options)
     }
 
     /// The bundled example policies and schema ([`crate::BUNDLED_POLICIES`],
     /// [`crate::BUNDLED_SCHEMA`]).
+    ///
+    /// The example trusts (`demo`, `github`, `gitlab`, `kubernetes`) get their templates
+    /// ([`LoadOptions::examples`]): the bundled policies are written for them.
     pub fn bundled(targets: &[TargetInfo], trusts: &[String]) -> Result<Self, PolicyLoadError> {
+        Self::bundled_with(targets, trusts, &LoadOptions::examples())
+    }
+
+    /// [`bundled`](Self::bundled) with options (see
+    /// [`from_sources_with`](Self::from_sources_with)).
+    pub fn bundled_with(
+        targets: &[TargetInfo],
+        trusts: &[String],
+        options: &LoadOptions,
+    ) -> Result<Self, PolicyLoadError> {
         let policies: Vec<(String, String)> = crate::BUNDLED_POLICIES
             .iter()
             .map(|(name, text)| ((*name).to_owned(), (*text).to_owned()))
             .collect();
-        Self::from_sources(crate::BUNDLED_SCHEMA, &policies, targets, trusts)
+        Self::from_sources_with(crate::BUNDLED_SCHEMA, &policies, targets, trusts, options)
     }
 
     /// Decides `req`, evaluating only the policies that can apply to its (trust, target).
@@ -510,11 +615,21 @@ fn decide(response: &Response, policies: &PolicySet) -> Decision {
         }
         cedar_policy::Decision::Deny => (false, determining, DecisionReason::ForbiddenByPolicy),
     };
+    let lint_exceptions = policy_ids
+        .iter()
+        .filter_map(|id| {
+            let note = policies
+                .policy(&cedar_policy::PolicyId::new(id))?
+                .annotation(crate::lint::ALLOW_LINT)?;
+            Some(format!("{id}: {note}"))
+        })
+        .collect();
     Decision {
         allowed,
         policy_ids,
         errors,
         reason,
+        lint_exceptions,
     }
 }
 
@@ -559,7 +674,7 @@ mod tests {
     }
 
     fn engine(policies: &str) -> PolicyEngine {
-        PolicyEngine::from_sources(
+        PolicyEngine::from_sources_unlinted(
             crate::BUNDLED_SCHEMA,
             &[("p.cedar".to_owned(), policies.to_owned())],
             &targets(),
@@ -599,7 +714,7 @@ mod tests {
                 .iter()
                 .map(|(n, t)| ((*n).to_owned(), (*t).to_owned()))
                 .collect();
-            PolicyEngine::from_sources(
+            PolicyEngine::from_sources_unlinted(
                 crate::BUNDLED_SCHEMA,
                 &files,
                 &targets(),
@@ -690,6 +805,7 @@ mod tests {
                 policy_ids: vec!["allow".into()],
                 errors: vec![],
                 reason: DecisionReason::Permitted,
+                lint_exceptions: vec![],
             }
         );
         req.requested_lifetime = 101;
@@ -702,7 +818,7 @@ mod tests {
         req.target = "x0";
         req.trust = "nope";
         assert_eq!(engine.evaluate(&req).reason, DecisionReason::UnknownTrust);
-        let empty = PolicyEngine::from_sources(
+        let empty = PolicyEngine::from_sources_unlinted(
             crate::BUNDLED_SCHEMA,
             &[],
             &targets(),
@@ -838,7 +954,7 @@ mod tests {
     #[test]
     fn invalid_configuration_is_rejected() {
         let load = |targets: &[TargetInfo], trusts: &[&str]| {
-            PolicyEngine::from_sources(
+            PolicyEngine::from_sources_unlinted(
                 crate::BUNDLED_SCHEMA,
                 &[],
                 targets,

@@ -43,6 +43,10 @@
 //! - `request` (private): claim conversion, entity and request building;
 //! - `scope` (private): the scope analysis behind slicing;
 //! - `diag` (private): Cedar diagnostics rendered with line and column;
+//! - [`lint`]: the lints every load runs (`unscoped-issuer`, `unbound-subject`,
+//!   `unsafe-pattern`, `foreign-claim`, `mutable-name`) and `@allow_lint`;
+//! - [`templates`]: issuer templates (claim models) the lints use, with their
+//!   recommended trust entries, policies and cases (`policies/templates/`);
 //! - [`cases`]: policy test cases (`*.cases`, TOML) and their runner, for tests and the CLI;
 //! - [`BUNDLED_SCHEMA`], [`BUNDLED_POLICIES`], [`BUNDLED_CASES`]: the example policies in
 //!   the repository's `policies/` directory.
@@ -51,16 +55,20 @@ pub mod cases;
 mod claim_refs;
 mod diag;
 pub mod engine;
+pub mod lint;
 pub mod load;
 mod request;
 mod scope;
+pub mod templates;
 
 pub use cases::{
     CaseFailure, CaseFileError, CaseReport, Expectation, PolicyCase, parse_cases, run_case,
     run_cases,
 };
-pub use engine::{Decision, DecisionReason, PolicyEngine, PolicyRequest, TargetInfo};
+pub use engine::{Decision, DecisionReason, LoadOptions, PolicyEngine, PolicyRequest, TargetInfo};
+pub use lint::{LintFinding, LintId};
 pub use load::{PolicyIssue, PolicyLoadError, SCHEMA_FILE};
+pub use templates::Template;
 
 /// The bundled schema, `policies/legate.cedarschema`.
 pub const BUNDLED_SCHEMA: &str = include_str!("../../../policies/legate.cedarschema");

@@ -15,6 +15,7 @@ use cedar_policy::{
     Policy, PolicyId, PolicySet, Schema, ValidationError, ValidationMode, Validator,
 };
 
+use crate::lint::LintFinding;
 use crate::{claim_refs, diag};
 
 /// The schema's file name in a policy directory.
@@ -74,6 +75,17 @@ pub enum PolicyLoadError {
     /// A policy could not be added to a per-(trust, target) slice.
     #[error("internal error while slicing the policies: {0}")]
     Slice(String),
+    /// Policies fail a lint (`crate::lint`): each finding names the policy, its file and
+    /// line, and a one-line fix.
+    #[error("{} policy lint error(s): {}", .0.len(), join(.0))]
+    Lint(Vec<LintFinding>),
+    /// A trust names a template that does not exist.
+    #[error("trust `{trust}` names unknown template `{template}`; known templates: {known}")]
+    UnknownTemplate {
+        trust: String,
+        template: String,
+        known: String,
+    },
 }
 
 /// One validation problem, located.
@@ -93,6 +105,8 @@ pub(crate) struct Parsed {
     pub(crate) set: PolicySet,
     /// Policy id → file name.
     pub(crate) files: BTreeMap<String, String>,
+    /// Policy id → position in its file (0-based).
+    pub(crate) index: BTreeMap<String, usize>,
 }
 
 impl fmt::Display for PolicyIssue {
@@ -105,7 +119,7 @@ impl fmt::Display for PolicyIssue {
     }
 }
 
-fn join(issues: &[PolicyIssue]) -> String {
+fn join<T: fmt::Display>(issues: &[T]) -> String {
     issues
         .iter()
         .map(ToString::to_string)
@@ -162,6 +176,7 @@ pub(crate) fn parse_schema(src: &str) -> Result<(Schema, Vec<String>), PolicyLoa
 pub(crate) fn parse_policies(sources: &[(String, String)]) -> Result<Parsed, PolicyLoadError> {
     let mut set = PolicySet::new();
     let mut files: BTreeMap<String, String> = BTreeMap::new();
+    let mut positions: BTreeMap<String, usize> = BTreeMap::new();
     for (file, text) in sources {
         for (index, policy) in parse_file(file, text)?.into_iter().enumerate() {
             let id = match policy.annotation("id") {
@@ -183,10 +198,15 @@ pub(crate) fn parse_policies(sources: &[(String, String)]) -> Result<Parsed, Pol
             }
             set.add(policy.new_id(PolicyId::new(&id)))
                 .map_err(|e| PolicyLoadError::Slice(e.to_string()))?;
+            positions.insert(id.clone(), index);
             files.insert(id, file.clone());
         }
     }
-    Ok(Parsed { set, files })
+    Ok(Parsed {
+        set,
+        files,
+        index: positions,
+    })
 }
 
 /// The static policies of one file, in source order.

@@ -92,7 +92,13 @@ fn bundled_policies_load_cleanly() {
 #[test]
 fn the_policy_directory_loads_like_the_bundled_set() {
     let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../policies");
-    let engine = PolicyEngine::load_dir(&dir, &[], &["github".to_owned()]).unwrap();
+    let engine = PolicyEngine::load_dir_with(
+        &dir,
+        &[],
+        &["github".to_owned()],
+        &legate_policy::LoadOptions::examples(),
+    )
+    .unwrap();
     assert_eq!(engine.policy_count(), 10);
     // No targets configured: the target-scoped policies are reported.
     assert!(

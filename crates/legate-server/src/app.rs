@@ -8,7 +8,7 @@ use ipnet::IpNet;
 use legate_core::jwk::KeySet;
 use legate_core::{Clock, VerifyRules};
 use legate_issuer::{Issuer, KeyRing, SigningKey};
-use legate_policy::{PolicyEngine, TargetInfo};
+use legate_policy::{LoadOptions, PolicyEngine, TargetInfo};
 use legate_state::{ReplayCache, ReplayLimits, ReplayMode};
 use legate_sts::{
     AwsProvider, AzureProvider, CaPem, CacheStats, CredentialCache, CredentialProvider,
@@ -381,16 +381,41 @@ pub fn target_infos(targets: &[Target]) -> Vec<TargetInfo> {
 }
 
 /// Loads the configured policies (bundled or a folder) for the configured targets and
-/// the given trust names. `legate serve`, `config check` and `policy` all use this.
+/// the given trust names. `legate serve`, `config check` and `policy` all use this; the
+/// lints run with [`load_options`].
 pub fn load_policies(
     config: &Config,
     trust_names: &[String],
 ) -> Result<PolicyEngine, legate_policy::PolicyLoadError> {
     let targets = target_infos(&config.targets);
+    let options = load_options(config);
     match &config.policy {
-        PolicySource::Bundled => PolicyEngine::bundled(&targets, trust_names),
-        PolicySource::Dir(dir) => PolicyEngine::load_dir(dir, &targets, trust_names),
+        PolicySource::Bundled => PolicyEngine::bundled_with(&targets, trust_names, &options),
+        PolicySource::Dir(dir) => PolicyEngine::load_dir_with(dir, &targets, trust_names, &options),
     }
+}
+
+/// The issuer templates the policy lints use: each `[[trust]]`'s `template` (none: the
+/// generic lints); a trust name the file does not configure (the development-mode
+/// `demo` trust; the example trusts `github`, `gitlab`, `kubernetes`, whose policies
+/// then never apply but are still linted) gets its example template
+/// ([`LoadOptions::examples`]). `serve`, `config check`, `policy validate|test` and
+/// reloads must all use this, so that they lint alike.
+pub fn load_options(config: &Config) -> LoadOptions {
+    let mut options = LoadOptions::examples();
+    for trust in &config.trusts {
+        match &trust.template {
+            Some(template) => {
+                options
+                    .templates
+                    .insert(trust.name.clone(), template.clone());
+            }
+            None => {
+                options.templates.remove(&trust.name);
+            }
+        }
+    }
+    options
 }
 
 fn read(path: &Path) -> Result<Vec<u8>, StartupError> {

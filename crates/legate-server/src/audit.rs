@@ -62,6 +62,10 @@ pub struct AuditEvent {
     /// Policy evaluation errors.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub policy_errors: Vec<String>,
+    /// The `@allow_lint` exceptions of the determining policies, each
+    /// `<policy id>: <lint id>: <reason>` (legate-policy `Decision::lint_exceptions`).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub lint_exceptions: Vec<String>,
     /// The client address after trusted-proxy processing.
     pub source_ip: String,
     /// Lifetime of the issued credential, seconds.

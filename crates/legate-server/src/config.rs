@@ -199,6 +199,9 @@ pub struct TrustEntry {
     /// Whether key fetches may reach loopback, private and other non-public
     /// addresses (default: no).
     pub allow_private_network: bool,
+    /// The issuer template (legate-policy `templates`), by its id: the policy lints use
+    /// its claim model. `None`: the generic lints only.
+    pub template: Option<String>,
 }
 
 /// `[policy]`.
@@ -389,6 +392,7 @@ struct RawTrust {
     stale_if_error_secs: u64,
     #[serde(default)]
     allow_private_network: bool,
+    template: Option<String>,
 }
 
 const fn default_leeway() -> u64 {
@@ -992,6 +996,22 @@ impl Checker<'_> {
             if t.stale_if_error_secs == 0 {
                 return Err(self.err(span, key("stale_if_error_secs"), "must be at least 1"));
             }
+            let template = match &t.template {
+                None => None,
+                Some(name) => match legate_policy::templates::find(name) {
+                    Some(template) => Some(template.id.to_owned()),
+                    None => {
+                        return Err(self.err(
+                            span,
+                            key("template"),
+                            format!(
+                                "unknown template `{name}`; known templates: {}",
+                                legate_policy::templates::names().join(", ")
+                            ),
+                        ));
+                    }
+                },
+            };
             let algorithms = t.algorithms.unwrap_or_else(|| Alg::ALL.to_vec());
             if algorithms.is_empty() {
                 return Err(self.err(span, key("algorithms"), "list at least one algorithm"));
@@ -1013,6 +1033,7 @@ impl Checker<'_> {
                 refresh_interval_secs: t.refresh_interval_secs.max(60),
                 stale_if_error_secs: t.stale_if_error_secs,
                 allow_private_network: t.allow_private_network,
+                template,
             });
         }
         Ok(out)
@@ -1575,6 +1596,32 @@ labels = { env = "prod" }
 
     fn load(src: &str) -> Result<Config, ConfigError> {
         load_str(src, "legate.toml", Path::new("/etc/legate"))
+    }
+
+    /// A trust names its issuer template by id or alias; a typo is refused with the file,
+    /// line and key, and the list of known templates, rather than silently running the
+    /// generic lints only.
+    #[test]
+    fn a_trust_names_a_known_template_or_the_file_is_refused() {
+        let with = |template: &str| {
+            GOOD.replacen(
+                "name = \"k8s\"",
+                &format!("name = \"k8s\"\ntemplate = \"{template}\""),
+                1,
+            )
+        };
+        let c = load(&with("eks")).unwrap();
+        assert_eq!(c.trusts[1].template.as_deref(), Some("kubernetes"));
+        assert_eq!(c.trusts[0].template, None);
+        let err = load(&with("github")).unwrap_err();
+        assert_eq!(err.key.as_deref(), Some("trust[1].template"));
+        assert!(err.line.is_some());
+        let text = err.to_string();
+        assert!(
+            text.contains("unknown template `github`; known templates: aks, aws-outbound")
+                && text.contains("github-actions"),
+            "{text}"
+        );
     }
 
     #[test]

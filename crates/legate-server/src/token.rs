@@ -277,9 +277,9 @@ impl Facts {
                 Some(rejection.detail()),
             ),
         };
-        let (policy_ids, policy_errors) = self
+        let (policy_ids, policy_errors, lint_exceptions) = self
             .decision
-            .map(|d| (d.policy_ids, d.errors))
+            .map(|d| (d.policy_ids, d.errors, d.lint_exceptions))
             .unwrap_or_default();
         let event = AuditEvent {
             ts: now,
@@ -295,6 +295,7 @@ impl Facts {
             target: self.target,
             policy_ids,
             policy_errors,
+            lint_exceptions,
             source_ip: self
                 .source_ip
                 .map_or_else(|| "unknown".to_owned(), |ip| ip.to_string()),

@@ -85,6 +85,42 @@ mod tests {
         std::fs::remove_dir_all(&dir).unwrap();
     }
 
+    /// Stops a policy folder that trusts every workload of an issuer from getting past
+    /// `config check`: the lints run there as at start-up, naming file, line and fix.
+    #[test]
+    fn check_runs_the_policy_lints_and_names_policy_file_line_and_fix() {
+        let dir = std::env::temp_dir().join(format!("legate-cc3-{}", std::process::id()));
+        let policies = dir.join("policies");
+        std::fs::create_dir_all(&policies).unwrap();
+        std::fs::write(
+            policies.join(legate_policy::SCHEMA_FILE),
+            legate_policy::BUNDLED_SCHEMA,
+        )
+        .unwrap();
+        std::fs::write(
+            policies.join("ci.cedar"),
+            "// any repository of the issuer\n@id(\"any-repo\")\n\
+             permit(principal in Legate::Issuer::\"github\", action, resource);\n",
+        )
+        .unwrap();
+        let file = dir.join("legate.toml");
+        std::fs::write(
+            &file,
+            "version = 1\n[server]\npublic_url = \"https://l.example\"\n[issuer]\n\
+             ephemeral_key = true\n[policy]\ndir = \"policies\"\n[[trust]]\nname = \"github\"\n\
+             template = \"github-actions\"\nissuer = \"https://token.actions.githubusercontent.com\"\n\
+             audiences = [\"a\"]\n",
+        )
+        .unwrap();
+        let err = check(&file).unwrap_err();
+        assert!(
+            err.contains("`ci.cedar`, line 2, policy `any-repo`: unbound-subject: ")
+                && err.contains("fix: "),
+            "{err}"
+        );
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
     #[test]
     fn check_of_the_embedded_dev_config_passes() {
         let dir = std::env::temp_dir().join(format!("legate-cc2-{}", std::process::id()));

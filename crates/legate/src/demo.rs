@@ -198,7 +198,7 @@ pub(crate) async fn demo(
     let clouds = start_fakes(&issuer, ports).await?;
     // A workload name of this run's own, so that credentials an earlier run left in
     // the server's cache are not served: each fake sees its call.
-    let workload = format!("workload:cloud-demo-{}", std::process::id());
+    let workload = format!("workload:cloud-demo:{}", std::process::id());
     let mut ok = true;
     let mut aws_key = None;
     for target in DEMO_CLOUD_TARGETS {

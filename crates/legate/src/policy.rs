@@ -89,9 +89,11 @@ fn load(src: &Source, extra_trusts: &[String]) -> anyhow::Result<(PolicyEngine, 
     trusts.insert(legate_server::dev::DEMO_TRUST.to_owned());
     trusts.extend(extra_trusts.iter().cloned());
     let trusts: Vec<String> = trusts.into_iter().collect();
+    // The same lints, with the same templates, as `legate serve`.
+    let options = legate_server::app::load_options(&cfg);
     let engine = match policy_dir(src)? {
-        Some(dir) => PolicyEngine::load_dir(&dir, &targets, &trusts)?,
-        None => PolicyEngine::bundled(&targets, &trusts)?,
+        Some(dir) => PolicyEngine::load_dir_with(&dir, &targets, &trusts, &options)?,
+        None => PolicyEngine::bundled_with(&targets, &trusts, &options)?,
     };
     Ok((engine, targets))
 }
@@ -131,6 +133,38 @@ fn test(src: &Source) -> anyhow::Result<ExitCode> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Stops `policy validate` without a configuration from passing what `serve` would
+    /// refuse: the example trusts get their templates, and a policy for one is linted.
+    #[test]
+    fn validate_without_a_configuration_lints_with_the_example_templates() {
+        let dir = std::env::temp_dir().join(format!("legate-pv-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(
+            dir.join(legate_policy::SCHEMA_FILE),
+            legate_policy::BUNDLED_SCHEMA,
+        )
+        .unwrap();
+        std::fs::write(
+            dir.join("wide.cedar"),
+            "@id(\"wide\")\npermit (principal in Legate::Issuer::\"github\", action, resource)\n\
+             when { principal.claims has repository && principal.claims.repository like \"acme/*\" };\n",
+        )
+        .unwrap();
+        let src = Source {
+            dir: Some(dir.clone()),
+            config: None,
+        };
+        let err = load(&src, &[]).unwrap_err().to_string();
+        assert!(
+            err.contains("`wide.cedar`, line 1, policy `wide`: unbound-subject")
+                && err.contains(
+                    "policy `wide`: unsafe-pattern: the pattern `acme/*` on `repository`"
+                ),
+            "{err}"
+        );
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
 
     #[test]
     fn bundled_cases_pass_through_the_cli_path() {
