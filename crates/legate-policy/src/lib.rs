@@ -43,23 +43,36 @@
 //! - `request` (private): claim conversion, entity and request building;
 //! - `scope` (private): the scope analysis behind slicing;
 //! - `diag` (private): Cedar diagnostics rendered with line and column;
+//! - [`explain`](mod@explain): [`PolicyEngine::explain`], the decision with each policy's
+//!   first failing scope constraint or condition; `policy_text` (private) locates them in
+//!   the source;
+//! - [`admin`](mod@admin): [`PolicyEngine::authorize_admin`] for the admin endpoints
+//!   (`Legate::Action::"admin"`), and the split validation that keeps exchange and admin
+//!   policies apart;
 //! - [`cases`]: policy test cases (`*.cases`, TOML) and their runner, for tests and the CLI;
 //! - [`BUNDLED_SCHEMA`], [`BUNDLED_POLICIES`], [`BUNDLED_CASES`]: the example policies in
 //!   the repository's `policies/` directory.
 
+pub mod admin;
 pub mod cases;
 mod claim_refs;
 mod diag;
 pub mod engine;
+pub mod explain;
 pub mod load;
+mod policy_text;
 mod request;
 mod scope;
 
+pub use admin::{AdminEndpoint, AdminRequest};
 pub use cases::{
     CaseFailure, CaseFileError, CaseReport, Expectation, PolicyCase, parse_cases, run_case,
     run_cases,
 };
 pub use engine::{Decision, DecisionReason, PolicyEngine, PolicyRequest, TargetInfo};
+pub use explain::{
+    Explanation, Failure, FailureKind, PieceResult, PolicyExplanation, PolicyOutcome,
+};
 pub use load::{PolicyIssue, PolicyLoadError, SCHEMA_FILE};
 
 /// The bundled schema, `policies/legate.cedarschema`.
