@@ -12,11 +12,16 @@
 //! `legate-trust`, `legate-policy`, `legate-state` and `legate-sts` together in the
 //! order of the request path (see `ARCHITECTURE.md`).
 //!
+//! With `[admin] enabled = true`, the same listener serves the admin endpoints
+//! ([`admin`]): recent decisions and policy explanations, for bearer tokens of the admin
+//! audience that Cedar authorises.
+//!
 //! Layout: [`config`] (file → typed config), [`app`] (state), [`token`] (the exchange
 //! handler), [`error`] (`ApiError`), [`audit`], [`net`] (client address), [`clock`],
 //! [`dev`] (demo issuer), [`serve`] (the accept loop and its limits), and this file
 //! (routers, [`run`] and [`run_operator`]).
 
+pub mod admin;
 pub mod app;
 pub mod audit;
 pub mod clock;
@@ -54,6 +59,9 @@ pub fn router(state: AppState) -> Router {
         .route("/readyz", get(readyz));
     if state.inner.demo.is_some() {
         router = router.route("/demo/token", post(demo_token));
+    }
+    if state.inner.admin.is_some() {
+        router = router.merge(admin::routes());
     }
     router
         .layer(DefaultBodyLimit::max(token::MAX_BODY_BYTES))
