@@ -321,15 +321,18 @@ async fn decisions(
             "not found"
         }
     ));
+    let id = audit.request_id.clone();
     record(&state, audit);
     match found {
         Some(decision) => json(
             StatusCode::OK,
             serde_json::to_value(decision).unwrap_or_default(),
+            &id,
         ),
         None => json(
             StatusCode::NOT_FOUND,
             serde_json::json!({ "error": "not_found", "error_description": "no recent decision has this request id" }),
+            &id,
         ),
     }
 }
@@ -343,10 +346,12 @@ async fn explain_endpoint(State(state): State<AppState>, request: Request) -> Re
     let bad = |audit: AuditEvent, description: String| {
         let mut audit = audit;
         audit.detail = Some(description.clone());
+        let id = audit.request_id.clone();
         record(&state, audit);
         json(
             StatusCode::BAD_REQUEST,
             serde_json::json!({ "error": "invalid_request", "error_description": description }),
+            &id,
         )
     };
     let body = match axum::body::to_bytes(body, MAX_BODY_BYTES).await {
@@ -393,8 +398,9 @@ async fn explain_endpoint(State(state): State<AppState>, request: Request) -> Re
                 "explained target `{}`",
                 escape_untrusted(&input.target)
             ));
+            let id = audit.request_id.clone();
             record(&state, audit);
-            json(StatusCode::OK, explanation.to_json())
+            json(StatusCode::OK, explanation.to_json(), &id)
         }
         Err(e) => bad(audit, e.to_string()),
     }
@@ -448,6 +454,7 @@ async fn authenticate<'s>(
                 let response = json(
                     StatusCode::FORBIDDEN,
                     serde_json::json!({ "error": "forbidden", "error_description": "denied by policy", "request_id": audit.request_id }),
+                    &audit.request_id,
                 );
                 record(state, audit);
                 Err(response)
@@ -458,6 +465,7 @@ async fn authenticate<'s>(
             let mut response = json(
                 StatusCode::UNAUTHORIZED,
                 serde_json::json!({ "error": "invalid_token", "request_id": audit.request_id }),
+                &audit.request_id,
             );
             response.headers_mut().insert(
                 header::WWW_AUTHENTICATE,
@@ -546,9 +554,14 @@ fn record(state: &AppState, event: AuditEvent) {
     state.inner.audit.record_refusal(event);
 }
 
-fn json(status: StatusCode, body: Value) -> Response {
+/// A JSON answer carrying the admin request's id in `X-Request-Id` (the id of its
+/// `admin_access` audit event).
+fn json(status: StatusCode, body: Value, request_id: &str) -> Response {
     let mut response = (status, Json(body)).into_response();
     no_store(&mut response);
+    if let Ok(id) = HeaderValue::from_str(request_id) {
+        response.headers_mut().insert("x-request-id", id);
+    }
     response
 }
 
