@@ -52,7 +52,7 @@ async fn call(
     body: Option<Value>,
 ) -> Reply {
     let http = plain_http_client(std::time::Duration::from_secs(20));
-    let url = format!("{}{path}", f.legate.url);
+    let url = format!("{}{path}", f.legate.operator.url);
     let mut request = match method {
         "GET" => http.get(&url),
         _ => http.post(&url),
@@ -109,6 +109,27 @@ async fn admin_endpoints_are_off_unless_enabled() {
     assert_eq!(reply.status, 404, "{}", reply.text);
     let reply = call(&f, "POST", "/admin/explain", Some(&token), Some(json!({}))).await;
     assert_eq!(reply.status, 404, "{}", reply.text);
+}
+
+/// Stops the admin surface from being exposed where `/token` is: enabled, it is served
+/// on the operator listener only.
+#[tokio::test]
+async fn admin_endpoints_are_never_on_the_public_listener() {
+    let f = admin_fixture().await;
+    let token = admin_token(&f, ADMIN_SUBJECT, json!(ADMIN_AUDIENCE));
+    let public = plain_http_client(std::time::Duration::from_secs(20))
+        .get(format!("{}/admin/decisions/x", f.legate.url))
+        .bearer_auth(&token)
+        .send()
+        .await
+        .expect("request");
+    assert_eq!(public.status().as_u16(), 404);
+    let reply = call(&f, "GET", "/admin/decisions/x", Some(&token), None).await;
+    assert_eq!(reply.status, 404, "{}", reply.text);
+    assert_eq!(
+        reply.json["error"], "not_found",
+        "the operator listener answers"
+    );
 }
 
 /// Stops anonymous or forged callers: a missing, malformed or wrongly signed bearer

@@ -1,4 +1,5 @@
-//! The admin endpoints, served only with `[admin] enabled = true`:
+//! The admin endpoints, served on the operator listener (never where `/token` is) and
+//! only with `[admin] enabled = true`:
 //!
 //! - `GET /admin/decisions/{request_id}`: the recorded decision of a recent exchange,
 //!   from a bounded ring the token handler fills ([`DecisionRing`]); 404 when the id is
@@ -294,7 +295,7 @@ pub fn explain<'t>(
 
 // ---- the endpoints -------------------------------------------------------------------
 
-/// The admin routes (merged into the public router when `[admin] enabled = true`).
+/// The admin routes (merged into the operator router when `[admin] enabled = true`).
 pub fn routes() -> axum::Router<AppState> {
     axum::Router::new()
         .route("/admin/decisions/{request_id}", get(decisions))

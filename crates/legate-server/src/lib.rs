@@ -12,7 +12,7 @@
 //! `legate-trust`, `legate-policy`, `legate-state` and `legate-sts` together in the
 //! order of the request path (see `ARCHITECTURE.md`).
 //!
-//! With `[admin] enabled = true`, the same listener serves the admin endpoints
+//! With `[admin] enabled = true`, the operator listener also serves the admin endpoints
 //! ([`admin`]): recent decisions and policy explanations, for bearer tokens of the admin
 //! audience that Cedar authorises.
 //!
@@ -60,21 +60,24 @@ pub fn router(state: AppState) -> Router {
     if state.inner.demo.is_some() {
         router = router.route("/demo/token", post(demo_token));
     }
-    if state.inner.admin.is_some() {
-        router = router.merge(admin::routes());
-    }
     router
         .layer(DefaultBodyLimit::max(token::MAX_BODY_BYTES))
         .with_state(state)
 }
 
-/// The operator router over `state`: `GET /status`.
+/// The operator router over `state`: `GET /status`, and with `[admin] enabled = true`
+/// the admin endpoints ([`admin`]).
 ///
 /// SECURITY: what it shows (issuer URLs, key counts, fetch errors, the policy set's
-/// hash) helps an attacker aim; serve it only on the operator listener.
+/// hash, and the admin endpoints' decisions and explanations) helps an attacker aim;
+/// serve it only on the operator listener, never where `/token` is.
 pub fn operator_router(state: AppState) -> Router {
-    Router::new()
-        .route("/status", get(status))
+    let mut router = Router::new().route("/status", get(status));
+    if state.inner.admin.is_some() {
+        router = router.merge(admin::routes());
+    }
+    router
+        .layer(DefaultBodyLimit::max(admin::MAX_BODY_BYTES))
         .with_state(state)
 }
 
