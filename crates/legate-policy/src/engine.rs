@@ -1148,6 +1148,42 @@ mod tests {
             }
         }
 
+        /// `explain` decides exactly as `evaluate` does, lists exactly the slice's
+        /// policies, and names a failing scope constraint or condition for every policy
+        /// that is not satisfied.
+        #[test]
+        fn explain_agrees_with_evaluate_on_generated_policies(
+            policies in prop::collection::vec(
+                (policy(), any::<bool>()).prop_map(|(p, unless)| {
+                    if unless { p.replacen(") when {", ") unless {", 1) } else { p }
+                }),
+                0..20,
+            ),
+            reqs in prop::collection::vec(req(), 1..8),
+        ) {
+            let engine = engine(&policies.join("\n"));
+            for r in &reqs {
+                let req = r.as_request();
+                let explanation = engine.explain(&req);
+                prop_assert_eq!(&explanation.decision, &engine.evaluate(&req), "{:?}", r);
+                if !explanation.policies.is_empty() {
+                    prop_assert_eq!(
+                        Some(explanation.policies.len()),
+                        engine.slice_len(req.trust, req.target)
+                    );
+                }
+                for p in &explanation.policies {
+                    if p.outcome != crate::PolicyOutcome::Satisfied {
+                        prop_assert!(p.failure.is_some(), "{:?}\n{:?}", p, r);
+                    }
+                    if p.outcome == crate::PolicyOutcome::Error {
+                        let failure = p.failure.as_ref().map(|f| f.result);
+                        prop_assert_eq!(failure, Some(crate::PieceResult::Error), "{:?}", p);
+                    }
+                }
+            }
+        }
+
         /// Adding a forbid never turns a Deny into an Allow.
         #[test]
         fn adding_a_forbid_never_allows_more(
