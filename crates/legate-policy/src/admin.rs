@@ -132,20 +132,23 @@ pub(crate) fn validate(
     schema_src: &str,
     set: &PolicySet,
 ) -> Result<Vec<ValidationResult>, PolicyLoadError> {
+    let exchange_schema = without_admin_action(schema_src).unwrap_or_else(|| schema.clone());
+    if !set.policies().any(names_admin) {
+        // The common case: no admin policy, nothing to split (or copy).
+        return Ok(vec![
+            Validator::new(exchange_schema).validate(set, ValidationMode::Strict),
+        ]);
+    }
     let (admin, exchange): (Vec<&Policy>, Vec<&Policy>) =
         set.policies().partition(|p| names_admin(p));
     let to_set = |policies: Vec<&Policy>| {
         PolicySet::from_policies(policies.into_iter().cloned())
             .map_err(|e| PolicyLoadError::Slice(e.to_string()))
     };
-    let mut results = vec![
-        Validator::new(without_admin_action(schema_src).unwrap_or_else(|| schema.clone()))
-            .validate(&to_set(exchange)?, ValidationMode::Strict),
-    ];
-    if !admin.is_empty() {
-        results.push(Validator::new(schema).validate(&to_set(admin)?, ValidationMode::Strict));
-    }
-    Ok(results)
+    Ok(vec![
+        Validator::new(exchange_schema).validate(&to_set(exchange)?, ValidationMode::Strict),
+        Validator::new(schema).validate(&to_set(admin)?, ValidationMode::Strict),
+    ])
 }
 
 /// The schema without `Legate::Action::"admin"`; `None` when it has no such action (or

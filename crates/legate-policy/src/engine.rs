@@ -113,8 +113,10 @@ pub struct PolicyEngine {
     set_hash: String,
     /// The admin policies (see [`crate::admin`]).
     admin: Slice,
-    /// Each policy's source positions, for [`PolicyEngine::explain`].
-    texts: crate::policy_text::Texts,
+    /// The policy sources, and their positions once [`PolicyEngine::explain`] first
+    /// needs them (indexing costs a second parse, which loads and reloads skip).
+    sources: Vec<(String, String)>,
+    texts: std::sync::OnceLock<crate::policy_text::Texts>,
 }
 
 #[derive(Debug)]
@@ -193,7 +195,7 @@ impl PolicyEngine {
         warnings.extend(load::validate(schema, schema_src, &parsed, policies)?);
         let mut engine = Self::assemble(parsed, targets, trusts, warnings)?;
         engine.set_hash = policy_set_hash(policies);
-        engine.texts = crate::policy_text::Texts::index(policies);
+        engine.sources = policies.to_vec();
         Ok(engine)
     }
 
@@ -372,7 +374,8 @@ impl PolicyEngine {
             warnings,
             set_hash: String::new(),
             admin,
-            texts: crate::policy_text::Texts::default(),
+            sources: Vec::new(),
+            texts: std::sync::OnceLock::new(),
         })
     }
 
@@ -437,7 +440,8 @@ impl PolicyEngine {
     }
 
     pub(crate) fn texts(&self) -> &crate::policy_text::Texts {
-        &self.texts
+        self.texts
+            .get_or_init(|| crate::policy_text::Texts::index(&self.sources))
     }
 
     pub(crate) fn admin_slice(&self) -> &Slice {
