@@ -129,6 +129,9 @@ fn human(e: &Explanation) -> String {
     for error in &d.errors {
         out.push_str(&format!("error: {error}\n"));
     }
+    if d.reason == legate_policy::DecisionReason::ClientAddressUnknown {
+        out.push_str("hint: a policy reads `context.source_ip`: pass --source-ip\n");
+    }
     out.push_str(&format!("policies evaluated: {}\n", e.policies.len()));
     for p in &e.policies {
         out.push_str(&format!(
@@ -260,6 +263,25 @@ labels = { env = "prod" }
         assert_eq!(link_local["outcome"], "not_satisfied");
         assert_eq!(link_local["failure"]["kind"], "when");
         assert_eq!(link_local["failure"]["result"], "false");
+    }
+
+    /// Without `--source-ip` the address is unknown, as behind a proxy that sent a
+    /// malformed `X-Forwarded-For`: the bundled link-local guardrail reads it, so the
+    /// request is denied as at `/token`, with a hint.
+    #[test]
+    fn an_unknown_source_address_denies_with_a_hint() {
+        let (_dir, mut args) = setup("noip", &github("refs/heads/main"));
+        args.source_ip = None;
+        let (e, out) = eval(&args).unwrap();
+        assert!(!e.decision.allowed);
+        assert!(
+            out.starts_with("decision: deny (client_address_unknown)\n"),
+            "{out}"
+        );
+        assert!(
+            out.contains("hint: a policy reads `context.source_ip`: pass --source-ip\n"),
+            "{out}"
+        );
     }
 
     #[test]
