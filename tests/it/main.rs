@@ -5,7 +5,7 @@
 //! - [`issuer`]: an upstream OIDC issuer under the test's control (rotation,
 //!   outages, redirects, slow drip, request counters);
 //! - [`harness`]: Legate in-process with a manual clock and in-memory audit;
-//! - the test modules, one per concern: [`attacks`], [`clouds`], [`exchange`],
+//! - the test modules, one per concern: [`admin`], [`attacks`], [`clouds`], [`exchange`],
 //!   [`fakes`], [`hygiene`], [`limits`], [`mock_provider`], [`keys`], [`operator`],
 //!   [`proxy`], [`replay`], [`robustness`], [`routing`], [`wire`].
 
@@ -13,6 +13,7 @@ mod harness;
 mod issuer;
 mod peers;
 
+mod admin;
 mod attacks;
 mod clouds;
 mod exchange;

@@ -115,6 +115,12 @@ pub struct PolicyEngine {
     warnings: Vec<String>,
     /// See [`PolicyEngine::set_hash`].
     set_hash: String,
+    /// The admin policies (see [`crate::admin`]).
+    admin: Slice,
+    /// The policy sources, and their positions once [`PolicyEngine::explain`] first
+    /// needs them (indexing costs a second parse, which loads and reloads skip).
+    sources: Vec<(String, String)>,
+    texts: std::sync::OnceLock<crate::policy_text::Texts>,
 }
 
 #[derive(Debug)]
@@ -143,11 +149,11 @@ enum Build {
 /// The policies that can apply to a request, and the claims they can read: only those
 /// claims are converted to Cedar (the rest are unreachable from these policies).
 #[derive(Debug)]
-struct Slice {
-    set: PolicySet,
-    claims: ClaimsRead,
+pub(crate) struct Slice {
+    pub(crate) set: PolicySet,
+    pub(crate) claims: ClaimsRead,
     /// Whether any of these policies can read `context.source_ip`.
-    reads_source_ip: bool,
+    pub(crate) reads_source_ip: bool,
 }
 
 impl DecisionReason {
@@ -173,7 +179,7 @@ impl fmt::Display for DecisionReason {
 }
 
 impl Decision {
-    fn deny(reason: DecisionReason) -> Self {
+    pub(crate) fn deny(reason: DecisionReason) -> Self {
         Self {
             allowed: false,
             policy_ids: Vec::new(),
@@ -277,6 +283,7 @@ impl PolicyEngine {
         }
         let mut engine = Self::assemble(parsed, targets, trusts, warnings)?;
         engine.set_hash = policy_set_hash(policies);
+        engine.sources = policies.to_vec();
         Ok(engine)
     }
 
@@ -459,6 +466,7 @@ impl PolicyEngine {
             }
         }
 
+        let admin = crate::admin::slice(&parsed.set)?;
         let all_claims = scoped.iter().map(|(_, _, read, _)| read).collect();
         let all_reads_ip = scoped.iter().any(|(_, _, _, ip)| *ip);
         Ok(Self {
@@ -480,6 +488,9 @@ impl PolicyEngine {
             files: parsed.files,
             warnings,
             set_hash: String::new(),
+            admin,
+            sources: Vec::new(),
+            texts: std::sync::OnceLock::new(),
         })
     }
 
@@ -534,6 +545,58 @@ impl PolicyEngine {
     }
 }
 
+/// Accessors for [`crate::explain`] and [`crate::admin`].
+impl PolicyEngine {
+    pub(crate) fn names(&self) -> &Names {
+        &self.names
+    }
+
+    pub(crate) fn ips(&self) -> &IpExprCache {
+        &self.ips
+    }
+
+    pub(crate) fn authorizer(&self) -> &Authorizer {
+        &self.authorizer
+    }
+
+    pub(crate) fn texts(&self) -> &crate::policy_text::Texts {
+        self.texts
+            .get_or_init(|| crate::policy_text::Texts::index(&self.sources))
+    }
+
+    pub(crate) fn admin_slice(&self) -> &Slice {
+        &self.admin
+    }
+
+    /// The issuer uid and entity of `trust`, if configured.
+    pub(crate) fn trust_slot(&self, trust: &str) -> Option<(&EntityUid, &Entity)> {
+        self.trusts.get(trust).map(|t| (&t.uid, &t.entity))
+    }
+
+    /// The slice [`evaluate`](Self::evaluate) uses for `req` and the Cedar request and
+    /// entities it builds; `None` when `evaluate` decides before any policy runs.
+    pub(crate) fn slice_request(
+        &self,
+        req: &PolicyRequest<'_>,
+    ) -> Option<(&PolicySet, cedar_policy::Request, cedar_policy::Entities)> {
+        let target = self.targets.get(req.target)?;
+        let trust = self.trusts.get(req.trust)?;
+        let slice = target.slices.get(trust.index)?;
+        if req.source_ip.is_none() && slice.reads_source_ip {
+            return None;
+        }
+        let fixed = Fixed {
+            issuer_uid: &trust.uid,
+            issuer: &trust.entity,
+            target_uid: &target.uid,
+            target: &target.entity,
+        };
+        let (request, entities) =
+            request::build(&self.names, req, &fixed, &slice.claims, &self.ips).ok()?;
+        Some((&slice.set, request, entities))
+    }
+}
+
 impl fmt::Debug for PolicyEngine {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let mut trusts: Vec<&str> = self.trusts.keys().map(String::as_str).collect();
@@ -557,10 +620,11 @@ fn scope_warning(
     targets: &HashSet<&str>,
 ) -> Option<String> {
     let id: &str = policy.id().as_ref();
-    if !scope.can_apply() {
+    if !scope.can_apply() && !crate::admin::can_apply(policy, scope) {
         return Some(format!(
             "policy `{id}` can never apply: its scope matches no `Legate::Workload`, \
-             `Legate::Action::\"exchange\"` or `Legate::Target`"
+             `Legate::Action::\"exchange\"` or `Legate::Target` (nor \
+             `Legate::Action::\"admin\"` on a `Legate::AdminEndpoint`)"
         ));
     }
     if let Reach::Only(trust) = &scope.trust
@@ -581,7 +645,7 @@ fn scope_warning(
 }
 
 /// Turns Cedar's response into a [`Decision`]; `policies` is the set that was evaluated.
-fn decide(response: &Response, policies: &PolicySet) -> Decision {
+pub(crate) fn decide(response: &Response, policies: &PolicySet) -> Decision {
     let diagnostics = response.diagnostics();
     let mut determining: Vec<String> = diagnostics
         .reason()
@@ -1216,6 +1280,42 @@ mod tests {
             for r in &reqs {
                 let req = r.as_request();
                 prop_assert_eq!(engine.evaluate(&req), engine.evaluate_reference(&req), "{:?}", r);
+            }
+        }
+
+        /// `explain` decides exactly as `evaluate` does, lists exactly the slice's
+        /// policies, and names a failing scope constraint or condition for every policy
+        /// that is not satisfied.
+        #[test]
+        fn explain_agrees_with_evaluate_on_generated_policies(
+            policies in prop::collection::vec(
+                (policy(), any::<bool>()).prop_map(|(p, unless)| {
+                    if unless { p.replacen(") when {", ") unless {", 1) } else { p }
+                }),
+                0..20,
+            ),
+            reqs in prop::collection::vec(req(), 1..8),
+        ) {
+            let engine = engine(&policies.join("\n"));
+            for r in &reqs {
+                let req = r.as_request();
+                let explanation = engine.explain(&req);
+                prop_assert_eq!(&explanation.decision, &engine.evaluate(&req), "{:?}", r);
+                if !explanation.policies.is_empty() {
+                    prop_assert_eq!(
+                        Some(explanation.policies.len()),
+                        engine.slice_len(req.trust, req.target)
+                    );
+                }
+                for p in &explanation.policies {
+                    if p.outcome != crate::PolicyOutcome::Satisfied {
+                        prop_assert!(p.failure.is_some(), "{:?}\n{:?}", p, r);
+                    }
+                    if p.outcome == crate::PolicyOutcome::Error {
+                        let failure = p.failure.as_ref().map(|f| f.result);
+                        prop_assert_eq!(failure, Some(crate::PieceResult::Error), "{:?}", p);
+                    }
+                }
             }
         }
 

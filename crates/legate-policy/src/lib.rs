@@ -47,25 +47,38 @@
 //!   `unsafe-pattern`, `foreign-claim`, `mutable-name`) and `@allow_lint`;
 //! - [`templates`]: issuer templates (claim models) the lints use, with their
 //!   recommended trust entries, policies and cases (`policies/templates/`);
+//! - [`explain`](mod@explain): [`PolicyEngine::explain`], the decision with each policy's
+//!   first failing scope constraint or condition; `policy_text` (private) locates them in
+//!   the source;
+//! - [`admin`](mod@admin): [`PolicyEngine::authorize_admin`] for the admin endpoints
+//!   (`Legate::Action::"admin"`), and the split validation that keeps exchange and admin
+//!   policies apart;
 //! - [`cases`]: policy test cases (`*.cases`, TOML) and their runner, for tests and the CLI;
 //! - [`BUNDLED_SCHEMA`], [`BUNDLED_POLICIES`], [`BUNDLED_CASES`]: the example policies in
 //!   the repository's `policies/` directory.
 
+pub mod admin;
 pub mod cases;
 mod claim_refs;
 mod diag;
 pub mod engine;
+pub mod explain;
 pub mod lint;
 pub mod load;
+mod policy_text;
 mod request;
 mod scope;
 pub mod templates;
 
+pub use admin::{AdminEndpoint, AdminRequest};
 pub use cases::{
     CaseFailure, CaseFileError, CaseReport, Expectation, PolicyCase, parse_cases, run_case,
     run_cases,
 };
 pub use engine::{Decision, DecisionReason, LoadOptions, PolicyEngine, PolicyRequest, TargetInfo};
+pub use explain::{
+    Explanation, Failure, FailureKind, PieceResult, PolicyExplanation, PolicyOutcome,
+};
 pub use lint::{LintFinding, LintId};
 pub use load::{PolicyIssue, PolicyLoadError, SCHEMA_FILE};
 pub use templates::Template;

@@ -11,9 +11,7 @@ use std::collections::{BTreeMap, HashSet};
 use std::fmt;
 use std::path::{Path, PathBuf};
 
-use cedar_policy::{
-    Policy, PolicyId, PolicySet, Schema, ValidationError, ValidationMode, Validator,
-};
+use cedar_policy::{Policy, PolicyId, PolicySet, Schema, ValidationError};
 
 use crate::lint::LintFinding;
 use crate::{claim_refs, diag};
@@ -249,7 +247,8 @@ pub(crate) fn validate(
     parsed: &Parsed,
     sources: &[(String, String)],
 ) -> Result<Vec<String>, PolicyLoadError> {
-    let result = Validator::new(schema).validate(&parsed.set, ValidationMode::Strict);
+    // Admin policies and exchange policies are validated against their own actions.
+    let results = crate::admin::validate(schema, schema_src, &parsed.set)?;
     let locate = |id: &PolicyId| {
         let id: &str = id.as_ref();
         let file = parsed.files.get(id).cloned().unwrap_or_default();
@@ -259,8 +258,9 @@ pub(crate) fn validate(
             .map_or("", |(_, text)| text.as_str());
         (id.to_owned(), file, text)
     };
-    let mut issues: Vec<PolicyIssue> = result
-        .validation_errors()
+    let mut issues: Vec<PolicyIssue> = results
+        .iter()
+        .flat_map(cedar_policy::ValidationResult::validation_errors)
         .map(|e| {
             let (policy_id, file, text) = locate(e.policy_id());
             let mut message = diag::render(e, text);
@@ -308,8 +308,9 @@ pub(crate) fn validate(
     if !issues.is_empty() {
         return Err(PolicyLoadError::Validation(issues));
     }
-    Ok(result
-        .validation_warnings()
+    Ok(results
+        .iter()
+        .flat_map(cedar_policy::ValidationResult::validation_warnings)
         .map(|w| {
             let (policy_id, file, text) = locate(w.policy_id());
             PolicyIssue {

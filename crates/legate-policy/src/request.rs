@@ -364,7 +364,7 @@ fn ip_value(ip: IpAddr) -> Result<cst::Value, RequestBuildError> {
 /// IPv4-mapped IPv6 addresses become IPv4, so that `::ffff:169.254.169.254` matches
 /// `ip("169.254.0.0/16")`; other IPv6 addresses are written as eight hex groups, because
 /// Cedar rejects the dotted forms Rust would otherwise print.
-fn ip_text(ip: IpAddr) -> String {
+pub(crate) fn ip_text(ip: IpAddr) -> String {
     match ip.to_canonical() {
         IpAddr::V4(v4) => v4.to_string(),
         IpAddr::V6(v6) => v6

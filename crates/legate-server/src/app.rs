@@ -129,6 +129,8 @@ pub(crate) struct Inner {
     pub(crate) demo: Option<DemoIssuer>,
     pub(crate) public_url: String,
     pub(crate) server: Arc<crate::serve::ServerStats>,
+    /// The admin endpoints' state, when `[admin] enabled = true`.
+    pub(crate) admin: Option<crate::admin::Admin>,
 }
 
 impl AppState {
@@ -273,6 +275,7 @@ impl AppState {
                 server: Arc::new(crate::serve::ServerStats::new(
                     crate::serve::ServerLimits::from_config(&config.server),
                 )),
+                admin: crate::admin::Admin::new(&config.admin),
             }),
         })
     }

@@ -14,23 +14,24 @@ use serde::Serialize;
 use tokio::sync::mpsc;
 
 /// The outcome recorded for a request.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Default)]
 #[serde(rename_all = "snake_case")]
 pub enum Outcome {
     /// A credential was issued.
     Allow,
-    /// The token or the policy refused the exchange.
+    /// The token or the policy refused the exchange (the default: fail closed).
+    #[default]
     Deny,
     /// The request was malformed or Legate failed.
     Error,
 }
 
 /// One audit event.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Default)]
 pub struct AuditEvent {
     /// Unix seconds.
     pub ts: i64,
-    /// Always `token_exchange` for now.
+    /// `token_exchange`, or `admin_access` for the admin endpoints ([`crate::admin`]).
     pub event: &'static str,
     /// Also returned to the client.
     pub request_id: String,
@@ -362,26 +363,10 @@ mod tests {
 
     fn event(n: usize) -> AuditEvent {
         AuditEvent {
-            ts: 1,
             event: "token_exchange",
             request_id: format!("req-{n}"),
-            decision: Outcome::Allow,
             reason: "permitted".to_owned(),
-            detail: None,
-            trust: None,
-            issuer: None,
-            subject: None,
-            jti: None,
-            target: None,
-            policy_ids: Vec::new(),
-            policy_errors: Vec::new(),
-            source_ip: "192.0.2.1".to_owned(),
-            lifetime_secs: None,
-            issued_jti: None,
-            subject_token_sha256: None,
-            cloud_error_code: None,
-            cloud_request_id: None,
-            latency_us: 0,
+            ..AuditEvent::default()
         }
     }
 

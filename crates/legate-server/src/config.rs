@@ -79,6 +79,8 @@ pub struct Config {
     pub state: StateConfig,
     /// `[audit]`.
     pub audit: AuditConfig,
+    /// `[admin]`.
+    pub admin: AdminConfig,
 }
 
 impl Config {
@@ -241,6 +243,25 @@ pub enum AuditSinkConfig {
     File(PathBuf),
 }
 
+/// `[admin]`: the admin endpoints (`/admin/decisions/{request_id}`, `/admin/explain`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AdminConfig {
+    /// Whether the endpoints are served (default: no).
+    pub enabled: bool,
+    /// The `aud` an admin's bearer token must carry, distinct from every exchange
+    /// audience (trust audiences, target audiences) and from every cloud audience.
+    /// Required when `enabled`.
+    pub audience: Option<String>,
+    /// How many recent exchange decisions `/admin/decisions` can look up.
+    pub recent_decisions: usize,
+}
+
+/// The default of `[admin] recent_decisions`.
+pub const DEFAULT_RECENT_DECISIONS: usize = 1_024;
+
+/// The largest `[admin] recent_decisions` accepted.
+pub const MAX_RECENT_DECISIONS: usize = 100_000;
+
 // ---- the file as written -------------------------------------------------------------
 
 #[derive(Debug, Deserialize)]
@@ -262,6 +283,17 @@ struct RawConfig {
     state: RawState,
     #[serde(default)]
     audit: RawAudit,
+    #[serde(default)]
+    admin: RawAdmin,
+}
+
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawAdmin {
+    #[serde(default)]
+    enabled: bool,
+    audience: Option<Spanned<String>>,
+    recent_decisions: Option<Spanned<usize>>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -737,6 +769,7 @@ impl Checker<'_> {
             sink,
             queue_capacity,
         };
+        let admin = self.admin(raw.admin, &trusts, &targets)?;
         let replay_capacity = *raw.state.replay_capacity.get_ref();
         if replay_capacity == 0 {
             // A zero-capacity cache would refuse every single-use exchange.
@@ -771,6 +804,74 @@ impl Checker<'_> {
                 replay_capacity_per_trust,
             },
             audit,
+            admin,
+        })
+    }
+
+    /// `[admin]`.
+    ///
+    /// SECURITY: the admin audience is what tells an admin token from an exchange token.
+    /// Equal to a trust's audience, a workload's exchange token would authenticate an
+    /// admin (and the admin's token would be exchangeable); equal to a target's audience,
+    /// a token Legate mints would; a cloud's audience would be shared with every
+    /// federation token of that cloud.
+    fn admin(
+        &self,
+        raw: RawAdmin,
+        trusts: &[TrustEntry],
+        targets: &[Target],
+    ) -> Result<AdminConfig, ConfigError> {
+        let recent_decisions = match raw.recent_decisions {
+            None => DEFAULT_RECENT_DECISIONS,
+            Some(n) if (1..=MAX_RECENT_DECISIONS).contains(n.get_ref()) => *n.get_ref(),
+            Some(n) => {
+                return Err(self.err(
+                    n.span(),
+                    "admin.recent_decisions",
+                    format!("must be between 1 and {MAX_RECENT_DECISIONS}"),
+                ));
+            }
+        };
+        let audience = match raw.audience {
+            None if raw.enabled => {
+                return Err(self.err(
+                    0..0,
+                    "admin.audience",
+                    "required when `enabled = true`: the `aud` admin tokens carry, distinct from every exchange audience",
+                ));
+            }
+            None => None,
+            Some(aud) => {
+                let span = aud.span();
+                let aud = aud.into_inner();
+                let refuse = |why: String| Err(self.err(span.clone(), "admin.audience", why));
+                if aud.is_empty() {
+                    return refuse("must not be empty".to_owned());
+                }
+                if let Some(t) = trusts.iter().find(|t| t.audiences.contains(&aud)) {
+                    return refuse(format!(
+                        "`{aud}` is an exchange audience of trust `{}`: its exchange tokens would be admin credentials; use a distinct audience",
+                        t.name
+                    ));
+                }
+                if let Some(t) = targets.iter().find(|t| t.audience == aud) {
+                    return refuse(format!(
+                        "`{aud}` is the audience of target `{}`: tokens Legate mints would be admin credentials; use a distinct audience",
+                        t.name
+                    ));
+                }
+                if is_cloud_audience(&aud) {
+                    return refuse(format!(
+                        "`{aud}` is a cloud's assertion audience: every federation token of that cloud would carry it; use a distinct audience"
+                    ));
+                }
+                Some(aud)
+            }
+        };
+        Ok(AdminConfig {
+            enabled: raw.enabled,
+            audience,
+            recent_decisions,
         })
     }
 
@@ -2300,5 +2401,58 @@ scope = "https://management.azure.com/.default"
         }
         let src = format!("{GOOD}\n[credential_cache]\nttl = 5\n");
         assert!(load(&src).unwrap_err().to_string().contains("ttl"));
+    }
+
+    #[test]
+    fn admin_is_off_by_default_and_needs_an_audience_when_on() {
+        let c = load(GOOD).unwrap();
+        assert!(!c.admin.enabled);
+        assert_eq!(c.admin.recent_decisions, DEFAULT_RECENT_DECISIONS);
+        let e = load(&format!("{GOOD}\n[admin]\nenabled = true\n")).unwrap_err();
+        assert_eq!(e.key.as_deref(), Some("admin.audience"), "{e}");
+        let c = load(&format!(
+            "{GOOD}\n[admin]\nenabled = true\naudience = \"legate-admin\"\nrecent_decisions = 10\n"
+        ))
+        .unwrap();
+        assert!(c.admin.enabled);
+        assert_eq!(c.admin.audience.as_deref(), Some("legate-admin"));
+        assert_eq!(c.admin.recent_decisions, 10);
+        for bad in [0, MAX_RECENT_DECISIONS + 1] {
+            let e = load(&format!(
+                "{GOOD}\n[admin]\nenabled = true\naudience = \"a\"\nrecent_decisions = {bad}\n"
+            ))
+            .unwrap_err();
+            assert_eq!(e.key.as_deref(), Some("admin.recent_decisions"), "{e}");
+        }
+    }
+
+    /// Stops token confusion between the admin door and the exchange door: an admin
+    /// audience that is also a trust's exchange audience would make every exchange token
+    /// of that trust an admin credential (and admin tokens exchangeable); a target's
+    /// audience would make Legate's own minted tokens admin credentials; a cloud's
+    /// audience is shared with every federation token of that cloud.
+    #[test]
+    fn an_admin_audience_shared_with_an_exchange_or_cloud_audience_is_refused() {
+        for (aud, why) in [
+            ("legate", "exchange audience of trust `k8s`"),
+            (
+                "https://legate.example.com",
+                "exchange audience of trust `github`",
+            ),
+            (
+                "https://deploy.example.com",
+                "audience of target `deploy-api`",
+            ),
+            ("sts.amazonaws.com", "cloud's assertion audience"),
+            ("", "must not be empty"),
+        ] {
+            let e = load(&format!(
+                "{GOOD}\n[admin]\nenabled = true\naudience = \"{aud}\"\n"
+            ))
+            .unwrap_err();
+            assert_eq!(e.key.as_deref(), Some("admin.audience"), "{e}");
+            assert!(e.to_string().contains(why), "{aud}: {e}");
+            assert!(e.line.is_some(), "{e}");
+        }
     }
 }

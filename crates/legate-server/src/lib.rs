@@ -12,11 +12,16 @@
 //! `legate-trust`, `legate-policy`, `legate-state` and `legate-sts` together in the
 //! order of the request path (see `ARCHITECTURE.md`).
 //!
+//! With `[admin] enabled = true`, the operator listener also serves the admin endpoints
+//! ([`admin`]): recent decisions and policy explanations, for bearer tokens of the admin
+//! audience that Cedar authorises.
+//!
 //! Layout: [`config`] (file → typed config), [`app`] (state), [`token`] (the exchange
 //! handler), [`error`] (`ApiError`), [`audit`], [`net`] (client address), [`clock`],
 //! [`dev`] (demo issuer), [`serve`] (the accept loop and its limits), and this file
 //! (routers, [`run`] and [`run_operator`]).
 
+pub mod admin;
 pub mod app;
 pub mod audit;
 pub mod clock;
@@ -60,13 +65,19 @@ pub fn router(state: AppState) -> Router {
         .with_state(state)
 }
 
-/// The operator router over `state`: `GET /status`.
+/// The operator router over `state`: `GET /status`, and with `[admin] enabled = true`
+/// the admin endpoints ([`admin`]).
 ///
 /// SECURITY: what it shows (issuer URLs, key counts, fetch errors, the policy set's
-/// hash) helps an attacker aim; serve it only on the operator listener.
+/// hash, and the admin endpoints' decisions and explanations) helps an attacker aim;
+/// serve it only on the operator listener, never where `/token` is.
 pub fn operator_router(state: AppState) -> Router {
-    Router::new()
-        .route("/status", get(status))
+    let mut router = Router::new().route("/status", get(status));
+    if state.inner.admin.is_some() {
+        router = router.merge(admin::routes());
+    }
+    router
+        .layer(DefaultBodyLimit::max(admin::MAX_BODY_BYTES))
         .with_state(state)
 }
 

@@ -64,6 +64,9 @@ pub async fn token(State(state): State<AppState>, request: Request) -> Response 
         let latency = u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX);
         let now = task_state.inner.clock.now();
         let (slot, event) = facts.into_event(&result, now, latency);
+        if let Some(admin) = &task_state.inner.admin {
+            admin.decisions().record(&event);
+        }
         match slot {
             Some(slot) => slot.record(event),
             None => task_state.inner.audit.record_refusal(event),
@@ -359,6 +362,16 @@ async fn exchange(
     // workloads sharing a long prefix must stay distinguishable in the audit log.
     facts.subject = Some(escape_untrusted_within(claims.subject(), MAX_TOKEN_BYTES));
     facts.jti = claims.jti().map(escape_untrusted);
+    // SECURITY: an admin credential is never an exchange credential, even when its
+    // `aud` also names an exchange audience (see `crate::admin`).
+    if let Some(admin) = &state.inner.admin
+        && crate::admin::names_admin_audience(claims.claims(), admin.audience())
+    {
+        return Err(Rejection::Token {
+            reason: "admin_audience",
+            detail: "the token's `aud` names the admin audience".to_owned(),
+        });
+    }
     let meta = state.inner.trust_meta.get(trust.name()).copied();
     let replay = meta.map_or(ReplayMode::SingleUse, |m| m.replay);
     let jti = match (replay, claims.jti()) {
@@ -554,7 +567,7 @@ async fn read_request(request: Request) -> Result<TokenExchangeRequest, Rejectio
 /// At least one second: a token inside its leeway window gets the shortest credential;
 /// AWS credentials at least 900 s, the shortest session AWS issues (it fails rather than
 /// clamps), which is the one case where a reusable token's credential may outlive it.
-fn issued_lifetime(
+pub(crate) fn issued_lifetime(
     target: &Target,
     requested: Option<u64>,
     replay: ReplayMode,

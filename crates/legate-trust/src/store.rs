@@ -352,6 +352,37 @@ impl TrustStore {
             })
     }
 
+    /// [`verify`](Self::verify) with one difference: the token's `aud` must name
+    /// `audience` instead of one of the trust's own audiences (the admin endpoints verify
+    /// their bearer tokens this way). Same routing, keys, refresh and checks otherwise.
+    pub async fn verify_for_audience(
+        &self,
+        jwt: UnverifiedJwt,
+        audience: &str,
+        now: UnixSeconds,
+    ) -> Result<(VerifiedClaims, Arc<TrustedIssuer>), TrustError> {
+        let Some(issuer) = self.find_by_issuer(jwt.unverified_issuer()).cloned() else {
+            return Err(TrustError::UntrustedIssuer(escape_untrusted(
+                jwt.unverified_issuer(),
+            )));
+        };
+        let mut keys = self.keys(&issuer).await?;
+        if matches!(keys.get(jwt.unverified_kid()), KeyLookup::Unknown)
+            && !matches!(issuer.config.source, KeySource::Static(_))
+            && let Some(snapshot) = self.refresh(&issuer, Some(jwt.unverified_kid())).await
+        {
+            keys = snapshot.keys.clone();
+        }
+        let mut rules = issuer.config.rules.clone();
+        rules.audiences = vec![audience.to_owned()];
+        legate_core::verify(jwt, &keys, &rules, now)
+            .map(|claims| (claims, issuer.clone()))
+            .map_err(|error| TrustError::Verify {
+                trust: issuer.config.name.clone(),
+                error,
+            })
+    }
+
     /// The issuer's current keys, fetching them if none are cached.
     pub async fn keys(&self, issuer: &Arc<TrustedIssuer>) -> Result<Arc<KeySet>, TrustError> {
         if let KeySource::Static(keys) = &issuer.config.source {

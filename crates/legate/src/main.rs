@@ -1,13 +1,14 @@
 //! `legate`: the cross-cloud workload identity federation gateway.
 //!
 //! One binary, one file per subcommand: `serve` (run the gateway), `status` (ask a
-//! running gateway's operator listener), `config check`, `policy validate|test`,
+//! running gateway's operator listener), `config check`, `policy validate|test|eval`,
 //! `token decode`, `demo` (walk a newcomer through an exchange against a
 //! development-mode server).
 
 mod config_cmd;
 mod demo;
 mod policy;
+mod policy_eval;
 mod serve;
 mod status;
 mod token;

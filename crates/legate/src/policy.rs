@@ -1,4 +1,5 @@
-//! `legate policy validate|test`: check Cedar policies and run their `*.cases` files.
+//! `legate policy validate|test|eval`: check Cedar policies, run their `*.cases` files,
+//! explain one decision (`eval`, in `policy_eval.rs`).
 
 use std::collections::BTreeSet;
 use std::path::PathBuf;
@@ -14,6 +15,9 @@ pub enum Command {
     Validate(Source),
     /// Run every `*.cases` file beside the policies and report failures.
     Test(Source),
+    /// Decide one claims set for one target and explain it policy by policy
+    /// (exit 0 allow, 1 deny, 2 error).
+    Eval(crate::policy_eval::Args),
 }
 
 #[derive(Debug, clap::Args)]
@@ -37,6 +41,7 @@ pub fn run(cmd: Command) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Command::Test(src) => test(&src),
+        Command::Eval(args) => Ok(crate::policy_eval::run(&args)),
     }
 }
 
