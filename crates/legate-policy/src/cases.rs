@@ -161,6 +161,10 @@ pub fn run_cases(engine: &PolicyEngine, src: &str) -> Result<CaseReport, CaseFil
 }
 
 /// Runs one case; `Err` describes how the decision differs from the expectation.
+#[expect(
+    clippy::result_large_err,
+    reason = "a failure carries the whole decision for the report; cases run in tests and the CLI, off the request path"
+)]
 pub fn run_case(engine: &PolicyEngine, case: &PolicyCase) -> Result<Decision, CaseFailure> {
     let decision = engine.evaluate(&PolicyRequest {
         trust: &case.trust,

@@ -43,6 +43,7 @@
 //! - `request` (private): claim conversion, entity and request building;
 //! - `scope` (private): the scope analysis behind slicing;
 //! - `diag` (private): Cedar diagnostics rendered with line and column;
+//! - [`shadow`]: shadow mode (`@mode("shadow")`): evaluated, reported, never deciding;
 //! - [`cases`]: policy test cases (`*.cases`, TOML) and their runner, for tests and the CLI;
 //! - [`BUNDLED_SCHEMA`], [`BUNDLED_POLICIES`], [`BUNDLED_CASES`]: the example policies in
 //!   the repository's `policies/` directory.
@@ -54,6 +55,7 @@ pub mod engine;
 pub mod load;
 mod request;
 mod scope;
+pub mod shadow;
 
 pub use cases::{
     CaseFailure, CaseFileError, CaseReport, Expectation, PolicyCase, parse_cases, run_case,
@@ -61,6 +63,7 @@ pub use cases::{
 };
 pub use engine::{Decision, DecisionReason, PolicyEngine, PolicyRequest, TargetInfo};
 pub use load::{PolicyIssue, PolicyLoadError, SCHEMA_FILE};
+pub use shadow::{ShadowEffect, ShadowOutcome, Would};
 
 /// The bundled schema, `policies/legate.cedarschema`.
 pub const BUNDLED_SCHEMA: &str = include_str!("../../../policies/legate.cedarschema");

@@ -74,6 +74,22 @@ pub enum PolicyLoadError {
     /// A policy could not be added to a per-(trust, target) slice.
     #[error("internal error while slicing the policies: {0}")]
     Slice(String),
+    /// A policy's `@mode` annotation names no mode (the only one is `shadow`).
+    #[error(
+        "`{file}`{}, policy `{policy_id}`: unknown mode `@mode(\"{value}\")`; the only mode is \
+         `shadow` (remove the annotation to enforce the policy)",
+        line.map(|l| format!(" line {l}")).unwrap_or_default()
+    )]
+    Mode {
+        /// The file the policy comes from.
+        file: String,
+        /// The line of the annotation, when found.
+        line: Option<usize>,
+        /// The policy id.
+        policy_id: String,
+        /// The annotation's value.
+        value: String,
+    },
 }
 
 /// One validation problem, located.
