@@ -62,6 +62,10 @@ pub struct AuditEvent {
     /// Policy evaluation errors.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub policy_errors: Vec<String>,
+    /// The shadow policies (`@mode("shadow")`) that matched or erred, with what each
+    /// would have done; they did not change `decision`.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub shadow: Vec<legate_policy::ShadowOutcome>,
     /// The client address after trusted-proxy processing.
     pub source_ip: String,
     /// Lifetime of the issued credential, seconds.
