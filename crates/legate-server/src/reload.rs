@@ -364,7 +364,8 @@ impl WatchOptions {
 
 /// Starts the watcher of `reloader` (see the module documentation) until `shutdown`
 /// completes. Does nothing for the bundled policies. The `SIGHUP` handler is installed
-/// before this returns, so a signal sent afterwards is never lost.
+/// and the folder read once (blocking, at start-up) before this returns, so neither a
+/// signal nor a change made afterwards is lost.
 pub fn spawn_watcher(
     reloader: Arc<PolicyReloader>,
     options: WatchOptions,
@@ -375,9 +376,11 @@ pub fn spawn_watcher(
         return Ok(None);
     };
     let mut hangup = Hangup::new(options.sighup)?;
+    // The contents the active set was (just) loaded from: read here, before returning,
+    // so that a change made after this call is never taken for the starting point.
+    let mut seen = fingerprint(&dir);
     Ok(Some(tokio::spawn(async move {
         let mut shutdown = std::pin::pin!(shutdown);
-        let mut seen = fingerprint_blocking(&dir).await;
         let mut pending: Option<Fingerprint> = None;
         let mut tick = options.interval.map(|every| {
             let mut t = tokio::time::interval(every);
