@@ -205,8 +205,16 @@ impl PolicyEngine {
         let (schema, mut warnings) = load::parse_schema(schema_src)?;
         let parsed = load::parse_policies(policies)?;
         let shadow_ids = shadow::shadow_ids(&parsed, policies)?;
-        warnings.extend(load::validate(schema, schema_src, &parsed, policies)?);
-        let mut engine = Self::assemble(parsed, &shadow_ids, targets, trusts, warnings)?;
+        // Each policy rendered once, for every analysis of validation and slicing.
+        let ests: HashMap<String, claim_refs::Est> = parsed
+            .set
+            .policies()
+            .map(|p| (AsRef::<str>::as_ref(p.id()).to_owned(), claim_refs::est(p)))
+            .collect();
+        warnings.extend(load::validate(
+            schema, schema_src, &parsed, policies, &ests,
+        )?);
+        let mut engine = Self::assemble(parsed, &ests, &shadow_ids, targets, trusts, warnings)?;
         engine.set_hash = policy_set_hash(policies);
         Ok(engine)
     }
@@ -294,6 +302,7 @@ impl PolicyEngine {
 
     fn assemble(
         parsed: load::Parsed,
+        ests: &HashMap<String, claim_refs::Est>,
         shadow_ids: &HashSet<String>,
         targets: &[TargetInfo],
         trusts: &[String],
@@ -322,12 +331,23 @@ impl PolicyEngine {
         let scoped: Vec<Scoped<'_>> = parsed
             .set
             .policies()
-            .map(|p| Scoped {
-                policy: p,
-                scope: PolicyScope::of(p, &names),
-                read: claim_refs::claims_read(p),
-                reads_ip: claim_refs::reads_source_ip(p),
-                shadow: shadow_ids.contains(AsRef::<str>::as_ref(p.id())),
+            .map(|p| {
+                let id: &str = p.id().as_ref();
+                let rendered;
+                let est = match ests.get(id) {
+                    Some(est) => est,
+                    None => {
+                        rendered = claim_refs::est(p);
+                        &rendered
+                    }
+                };
+                Scoped {
+                    policy: p,
+                    scope: PolicyScope::of(p, &names),
+                    read: claim_refs::claims_read_in(est),
+                    reads_ip: claim_refs::reads_source_ip_in(est),
+                    shadow: shadow_ids.contains(id),
+                }
             })
             .collect();
         let target_names: HashSet<&str> = targets.iter().map(|t| t.name.as_str()).collect();

@@ -244,6 +244,7 @@ pub(crate) fn validate(
     schema_src: &str,
     parsed: &Parsed,
     sources: &[(String, String)],
+    ests: &std::collections::HashMap<String, claim_refs::Est>,
 ) -> Result<Vec<String>, PolicyLoadError> {
     let result = Validator::new(schema).validate(&parsed.set, ValidationMode::Strict);
     let locate = |id: &PolicyId| {
@@ -281,7 +282,15 @@ pub(crate) fn validate(
             if rejected.contains(&policy_id) {
                 continue;
             }
-            let message = match claim_refs::undeclared(policy, &shape) {
+            let rendered;
+            let est = match ests.get(&policy_id) {
+                Some(est) => est,
+                None => {
+                    rendered = claim_refs::est(policy);
+                    &rendered
+                }
+            };
+            let message = match claim_refs::undeclared_in(est, &shape) {
                 Ok(paths) if paths.is_empty() => continue,
                 Ok(paths) => format!(
                     "undeclared claim(s) {}: declare them (optional) in `type Claims` of \
@@ -333,7 +342,13 @@ mod tests {
         let sources = sources(files);
         let parsed = parse_policies(&sources)?;
         let (schema, _) = parse_schema(crate::BUNDLED_SCHEMA)?;
-        validate(schema, crate::BUNDLED_SCHEMA, &parsed, &sources)?;
+        validate(
+            schema,
+            crate::BUNDLED_SCHEMA,
+            &parsed,
+            &sources,
+            &std::collections::HashMap::new(),
+        )?;
         Ok(parsed)
     }
 
