@@ -43,10 +43,13 @@ fn trusts() -> Vec<String> {
 }
 
 /// `n` policies over [`TARGETS`] targets (policy `i` on target `t{i % 1000}`): two global
-/// forbids, then permits bound to a repository id / project id / namespace, the trust
-/// changing every 50 policies, and a forbid every ten. Every policy of target `t2` is a
-/// GitHub permit for repository `100000 + i`.
-fn generated(n: usize) -> Vec<(String, String)> {
+/// forbids, then permits bound to a repository id / project id / namespace, and a
+/// forbid every ten. `Spread`: the trust changes every 1,000 policies, so a target's
+/// policies spread over the four trusts (at 10,000, target `t2` has three GitHub
+/// permits, for repositories `100002`, `104002`, `108002`). `Clustered`: the trust
+/// changes every 50 policies, so at 10,000 all ten policies of `t2` are GitHub permits
+/// (the worst case for the request below).
+fn generated(n: usize, layout: Layout) -> Vec<(String, String)> {
     let mut text = String::new();
     text.push_str(
         r#"forbid (principal, action, resource)
@@ -58,8 +61,12 @@ fn generated(n: usize) -> Vec<(String, String)> {
     );
     for i in 2..n {
         let target = format!("t{}", i % TARGETS);
+        let run = match layout {
+            Layout::Spread => TARGETS,
+            Layout::Clustered => 50,
+        };
         let trust = TRUSTS
-            .get((i / 50 + 1) % TRUSTS.len())
+            .get((i / run + 1) % TRUSTS.len())
             .copied()
             .unwrap_or("github");
         let condition = match trust {
@@ -89,11 +96,18 @@ fn generated(n: usize) -> Vec<(String, String)> {
     vec![("generated.cedar".to_owned(), text)]
 }
 
+/// How a set's policies are spread over the trusts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Layout {
+    Spread,
+    Clustered,
+}
+
 #[expect(clippy::expect_used, reason = "bench setup")]
-fn load(n: usize) -> PolicyEngine {
+fn load(n: usize, layout: Layout) -> PolicyEngine {
     PolicyEngine::from_sources(
         legate_policy::BUNDLED_SCHEMA,
-        &generated(n),
+        &generated(n, layout),
         &targets(),
         &trusts(),
     )
@@ -179,15 +193,23 @@ fn bench_scale(c: &mut Criterion) {
     let claims = github_claims();
     let req = request(&claims);
     let mut engines = Vec::new();
-    for n in SIZES {
+    let sets = SIZES
+        .map(|n| (n, Layout::Spread))
+        .into_iter()
+        .chain([(10_000, Layout::Clustered)]);
+    for (n, layout) in sets {
         let start = Instant::now();
-        let engine = load(n);
+        let engine = load(n, layout);
         let loaded = start.elapsed();
         let decision = engine.evaluate(&req);
         assert!(decision.allowed, "{n}: {decision:?}");
         assert_eq!(decision, engine.evaluate_unsliced(&req), "{n}");
         let slice = engine.slice_len("github", "t2").unwrap_or_default();
         let (median, p99) = percentiles(&engine, &req);
+        let n = match layout {
+            Layout::Spread => n.to_string(),
+            Layout::Clustered => format!("{n} clustered"),
+        };
         println!(
             "scale: {n} policies: slice {slice}, load {loaded:.2?}, \
              single decisions median {median:.2?}, p99 {p99:.2?} ({DECISIONS} timed)"
@@ -212,7 +234,7 @@ fn bench_scale(c: &mut Criterion) {
         .warm_up_time(Duration::from_millis(100))
         .measurement_time(Duration::from_secs(20))
         .sample_size(10);
-    let sources = generated(10_000);
+    let sources = generated(10_000, Layout::Spread);
     let (targets, trusts) = (targets(), trusts());
     group.bench_function("load/10000 policies, 1000 targets, 4 trusts", |b| {
         b.iter(|| {
