@@ -582,6 +582,94 @@ fn civil_from_days(days: i64) -> (i64, i64, i64) {
 mod tests {
     use super::*;
 
+    fn engine(policies: &str) -> PolicyEngine {
+        PolicyEngine::from_sources(
+            legate_policy::BUNDLED_SCHEMA,
+            &[("p.cedar".to_owned(), policies.to_owned())],
+            &[],
+            &["t".to_owned()],
+        )
+        .unwrap()
+    }
+
+    fn outcome(id: &str, would: Would) -> legate_policy::ShadowOutcome {
+        legate_policy::ShadowOutcome {
+            policy_id: id.to_owned(),
+            effect: legate_policy::ShadowEffect::Forbid,
+            would,
+            error: None,
+        }
+    }
+
+    /// Stops the operator's "would change the answer" count from counting outcomes
+    /// that agree with the answer given (a shadow deny of a deny changes nothing).
+    #[test]
+    fn shadow_counters_count_each_outcome_and_only_real_changes() {
+        let active = ActivePolicy::new(
+            engine(
+                r#"@id("w") @mode("shadow") forbid(principal, action, resource);
+                   @id("p") @mode("shadow") permit(principal, action, resource);"#,
+            ),
+            7,
+        );
+        let decision = |allowed: bool, shadow| Decision {
+            allowed,
+            policy_ids: Vec::new(),
+            errors: Vec::new(),
+            reason: legate_policy::DecisionReason::NoPermit,
+            shadow,
+        };
+        active.record_shadow(&decision(true, vec![outcome("w", Would::Deny)]));
+        active.record_shadow(&decision(false, vec![outcome("w", Would::Deny)]));
+        active.record_shadow(&decision(
+            false,
+            vec![outcome("p", Would::Allow), outcome("w", Would::Erred)],
+        ));
+        // An id the set does not hold (a decision of another set) is ignored.
+        active.record_shadow(&decision(true, vec![outcome("gone", Would::Deny)]));
+        let count = |id: &str, allow, deny, erred, change| ShadowCount {
+            policy_id: id.to_owned(),
+            would_allow: allow,
+            would_deny: deny,
+            erred,
+            would_change: change,
+        };
+        assert_eq!(
+            active.shadow_counts(),
+            [count("p", 1, 0, 0, 1), count("w", 0, 2, 1, 1)]
+        );
+        assert_eq!(active.loaded_at(), 7);
+    }
+
+    #[tokio::test]
+    async fn bundled_policies_never_reload() {
+        let config =
+            crate::config::load_str(crate::DEV_CONFIG, "dev.toml", Path::new(".")).unwrap();
+        let reloader = PolicyReloader::new(
+            engine("permit(principal, action, resource);"),
+            &config,
+            vec!["t".to_owned()],
+            Arc::new(crate::clock::ManualClock::new(0)),
+        );
+        assert!(matches!(
+            reloader.reload("test").await,
+            Err(ReloadError::Bundled)
+        ));
+        assert!(reloader.dir().is_none());
+        let status = reloader.status();
+        assert_eq!(status.source, "bundled");
+        assert_eq!((status.reloads, status.reload_failures), (0, 0));
+        let watcher = spawn_watcher(
+            Arc::new(reloader),
+            WatchOptions {
+                interval: Some(Duration::from_secs(1)),
+                sighup: false,
+            },
+            std::future::pending(),
+        );
+        assert!(watcher.unwrap().is_none());
+    }
+
     #[test]
     fn rfc3339_formats_utc() {
         assert_eq!(rfc3339(0), "1970-01-01T00:00:00Z");
