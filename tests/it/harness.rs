@@ -783,6 +783,11 @@ impl Legate {
             .expect("the server task does not panic")
     }
 
+    /// The policy folder (`[policy] dir`), as written from [`Setup::policies`].
+    pub fn policy_dir(&self) -> PathBuf {
+        self.dir.path().join("policies")
+    }
+
     /// Legate's current (manual) time.
     pub fn now(&self) -> i64 {
         self.clock.now()

@@ -7,7 +7,7 @@
 //! - [`harness`]: Legate in-process with a manual clock and in-memory audit;
 //! - the test modules, one per concern: [`admin`], [`attacks`], [`clouds`], [`exchange`],
 //!   [`fakes`], [`hygiene`], [`limits`], [`mock_provider`], [`keys`], [`operator`],
-//!   [`proxy`], [`replay`], [`robustness`], [`routing`], [`wire`].
+//!   [`proxy`], [`reload`], [`replay`], [`robustness`], [`routing`], [`wire`].
 
 mod harness;
 mod issuer;
@@ -24,6 +24,7 @@ mod limits;
 mod mock_provider;
 mod operator;
 mod proxy;
+mod reload;
 mod replay;
 mod robustness;
 mod routing;

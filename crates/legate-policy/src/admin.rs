@@ -105,22 +105,31 @@ pub(crate) fn can_apply(policy: &Policy, scope: &PolicyScope) -> bool {
     names_admin(policy) && scope.trust != Reach::Nothing && resource
 }
 
-/// The admin slice: the policies that name the admin action.
-pub(crate) fn slice(set: &PolicySet) -> Result<Slice, PolicyLoadError> {
-    let policies: Vec<&Policy> = set.policies().filter(|p| names_admin(p)).collect();
-    let claims: ClaimsRead = policies
+/// The admin slice: the policies that name the admin action. Shadow mode is for
+/// exchange policies: a shadow policy (`shadow_ids`) never takes part in admin decisions.
+pub(crate) fn slice(
+    set: &PolicySet,
+    shadow_ids: &std::collections::HashSet<String>,
+) -> Result<Slice, PolicyLoadError> {
+    let policies: Vec<&Policy> = set
+        .policies()
+        .filter(|p| names_admin(p) && !shadow_ids.contains(AsRef::<str>::as_ref(p.id())))
+        .collect();
+    let ests: Vec<claim_refs::Est> = policies.iter().map(|p| claim_refs::est(p)).collect();
+    let claims: ClaimsRead = ests
         .iter()
-        .map(|p| claim_refs::claims_read(p))
+        .map(claim_refs::claims_read_in)
         .collect::<Vec<_>>()
         .iter()
         .collect();
-    let reads_source_ip = policies.iter().any(|p| claim_refs::reads_source_ip(p));
+    let reads_source_ip = ests.iter().any(claim_refs::reads_source_ip_in);
     let set = PolicySet::from_policies(policies.into_iter().cloned())
         .map_err(|e| PolicyLoadError::Slice(e.to_string()))?;
     Ok(Slice {
         set,
         claims,
         reads_source_ip,
+        shadow: None,
     })
 }
 

@@ -75,12 +75,28 @@ fn shape_of(ty: &Value, common: &Map<String, Value>, depth: usize) -> Shape {
     }
 }
 
+/// A policy in Cedar's JSON form (EST), or why it has none. Cedar renders it by parsing
+/// the policy's text again, which costs more than every analysis here together: render
+/// each policy once ([`est`]) and hand the result to the `*_in` functions.
+pub(crate) type Est = Result<Value, String>;
+
+/// `policy`'s [`Est`].
+pub(crate) fn est(policy: &Policy) -> Est {
+    policy.to_json().map_err(|e| e.to_string())
+}
+
 /// The undeclared claim references of `policy`, rendered as Cedar expressions
 /// (`principal.claims.foo`, `principal.claims["kubernetes.io"].bar`), sorted.
+#[cfg(test)]
 pub(crate) fn undeclared(policy: &Policy, shape: &Shape) -> Result<Vec<String>, String> {
-    let est = policy.to_json().map_err(|e| e.to_string())?;
+    undeclared_in(&est(policy), shape)
+}
+
+/// [`undeclared`] of a rendered policy.
+pub(crate) fn undeclared_in(est: &Est, shape: &Shape) -> Result<Vec<String>, String> {
+    let est = est.as_ref().map_err(Clone::clone)?;
     let mut found = BTreeSet::new();
-    let mut stack = vec![&est];
+    let mut stack = vec![est];
     while let Some(value) = stack.pop() {
         match value {
             Value::Object(members) => {
@@ -143,14 +159,20 @@ impl<'a> FromIterator<&'a ClaimsRead> for ClaimsRead {
 /// (not only `principal`, since an entity literal `Legate::Workload::"..."` reaches the
 /// same attributes), and every occurrence that is not immediately the left side of an
 /// attribute access or `has` test makes the answer [`ClaimsRead::All`].
+#[cfg(test)]
 pub(crate) fn claims_read(policy: &Policy) -> ClaimsRead {
-    let Ok(est) = policy.to_json() else {
+    claims_read_in(&est(policy))
+}
+
+/// [`claims_read`] of a rendered policy.
+pub(crate) fn claims_read_in(est: &Est) -> ClaimsRead {
+    let Ok(est) = est else {
         return ClaimsRead::All;
     };
     let mut names = BTreeSet::new();
     // Every `.claims` access, and those consumed by an access or test of one claim.
     let (mut claims_nodes, mut consumed) = (0usize, 0usize);
-    let mut stack = vec![&est];
+    let mut stack = vec![est];
     while let Some(value) = stack.pop() {
         match value {
             Value::Object(members) => {
@@ -206,12 +228,18 @@ pub(crate) fn claims_read(policy: &Policy) -> ClaimsRead {
 /// JSON) counts as reading it. The server refuses an exchange whose client address is
 /// unknown when any policy that can apply reads it, because Cedar skips a policy that
 /// errs, which would silently drop an IP guardrail written as a `forbid`.
+#[cfg(test)]
 pub(crate) fn reads_source_ip(policy: &Policy) -> bool {
-    let Ok(est) = policy.to_json() else {
+    reads_source_ip_in(&est(policy))
+}
+
+/// [`reads_source_ip`] of a rendered policy.
+pub(crate) fn reads_source_ip_in(est: &Est) -> bool {
+    let Ok(est) = est else {
         return true;
     };
     let (mut context_vars, mut other_attrs) = (0usize, 0usize);
-    let mut stack = vec![&est];
+    let mut stack = vec![est];
     while let Some(value) = stack.pop() {
         match value {
             Value::Object(members) => {

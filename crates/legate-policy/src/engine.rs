@@ -13,6 +13,7 @@ use crate::claim_refs::{self, ClaimsRead};
 use crate::load::{self, PolicyLoadError};
 use crate::request::{self, Fixed, IpExprCache, Names};
 use crate::scope::{PolicyScope, Reach};
+use crate::shadow::{self, ShadowOutcome, ShadowSlice};
 
 /// A configured target, as policies see it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -72,6 +73,9 @@ pub struct Decision {
     /// `<policy id>: <annotation>` (sorted by policy id): the lint exceptions this
     /// decision relied on, for the audit event.
     pub lint_exceptions: Vec<String>,
+    /// The would-be effects of the shadow policies (`@mode("shadow")`) that matched or
+    /// erred, sorted by policy id; they never change `allowed`. See [`crate::shadow`].
+    pub shadow: Vec<ShadowOutcome>,
 }
 
 /// Why a [`Decision`] came out as it did.
@@ -112,6 +116,8 @@ pub struct PolicyEngine {
     reference: Slice,
     /// Policy id → file name.
     files: BTreeMap<String, String>,
+    /// Sorted.
+    shadow_ids: Vec<String>,
     warnings: Vec<String>,
     /// See [`PolicyEngine::set_hash`].
     set_hash: String,
@@ -154,6 +160,17 @@ pub(crate) struct Slice {
     pub(crate) claims: ClaimsRead,
     /// Whether any of these policies can read `context.source_ip`.
     pub(crate) reads_source_ip: bool,
+    /// The shadow policies that can apply, if any (their claims are in `claims`).
+    pub(crate) shadow: Option<ShadowSlice>,
+}
+
+/// One policy with what the load learnt about it.
+struct Scoped<'p> {
+    policy: &'p Policy,
+    scope: PolicyScope,
+    read: ClaimsRead,
+    reads_ip: bool,
+    shadow: bool,
 }
 
 impl DecisionReason {
@@ -185,6 +202,7 @@ impl Decision {
             policy_ids: Vec::new(),
             errors: Vec::new(),
             reason,
+            shadow: Vec::new(),
             lint_exceptions: Vec::new(),
         }
     }
@@ -277,11 +295,20 @@ impl PolicyEngine {
     ) -> Result<Self, PolicyLoadError> {
         let (schema, mut warnings) = load::parse_schema(schema_src)?;
         let parsed = load::parse_policies(policies)?;
-        warnings.extend(load::validate(schema, schema_src, &parsed, policies)?);
+        let shadow_ids = shadow::shadow_ids(&parsed, policies)?;
+        // Each policy rendered once, for every analysis of validation and slicing.
+        let ests: HashMap<String, claim_refs::Est> = parsed
+            .set
+            .policies()
+            .map(|p| (AsRef::<str>::as_ref(p.id()).to_owned(), claim_refs::est(p)))
+            .collect();
+        warnings.extend(load::validate(
+            schema, schema_src, &parsed, policies, &ests,
+        )?);
         if let Some(templates) = lint_templates {
             warnings.extend(crate::lint::check(&parsed, policies, templates)?);
         }
-        let mut engine = Self::assemble(parsed, targets, trusts, warnings)?;
+        let mut engine = Self::assemble(parsed, &ests, &shadow_ids, targets, trusts, warnings)?;
         engine.set_hash = policy_set_hash(policies);
         engine.sources = policies.to_vec();
         Ok(engine)
@@ -355,9 +382,14 @@ impl PolicyEngine {
         self.evaluate_with(req, Build::Reference, |_, _| Some(&self.reference))
     }
 
-    /// The number of policies.
+    /// The number of policies (enforced and shadow).
     pub fn policy_count(&self) -> usize {
-        self.all.set.num_of_policies()
+        self.files.len()
+    }
+
+    /// The ids of the shadow policies (`@mode("shadow")`), sorted.
+    pub fn shadow_policy_ids(&self) -> &[String] {
+        &self.shadow_ids
     }
 
     /// The policy ids, sorted.
@@ -382,7 +414,7 @@ impl PolicyEngine {
         &self.set_hash
     }
 
-    /// The number of policies evaluated for (trust, target), if both are known.
+    /// The number of enforced policies evaluated for (trust, target), if both are known.
     #[doc(hidden)]
     pub fn slice_len(&self, trust: &str, target: &str) -> Option<usize> {
         let index = self.trusts.get(trust)?.index;
@@ -392,6 +424,8 @@ impl PolicyEngine {
 
     fn assemble(
         parsed: load::Parsed,
+        ests: &HashMap<String, claim_refs::Est>,
+        shadow_ids: &HashSet<String>,
         targets: &[TargetInfo],
         trusts: &[String],
         mut warnings: Vec<String>,
@@ -416,21 +450,49 @@ impl PolicyEngine {
             }
         }
 
-        let scoped: Vec<(&Policy, PolicyScope, ClaimsRead, bool)> = parsed
+        let scoped: Vec<Scoped<'_>> = parsed
             .set
             .policies()
             .map(|p| {
-                (
-                    p,
-                    PolicyScope::of(p, &names),
-                    claim_refs::claims_read(p),
-                    claim_refs::reads_source_ip(p),
-                )
+                let id: &str = p.id().as_ref();
+                let rendered;
+                let est = match ests.get(id) {
+                    Some(est) => est,
+                    None => {
+                        rendered = claim_refs::est(p);
+                        &rendered
+                    }
+                };
+                Scoped {
+                    policy: p,
+                    scope: PolicyScope::of(p, &names),
+                    read: claim_refs::claims_read_in(est),
+                    reads_ip: claim_refs::reads_source_ip_in(est),
+                    shadow: shadow_ids.contains(id),
+                }
             })
             .collect();
         let target_names: HashSet<&str> = targets.iter().map(|t| t.name.as_str()).collect();
-        for (policy, scope, _, _) in &scoped {
-            warnings.extend(scope_warning(policy, scope, &trust_slots, &target_names));
+        for s in &scoped {
+            warnings.extend(scope_warning(
+                s.policy,
+                &s.scope,
+                &trust_slots,
+                &target_names,
+            ));
+        }
+
+        // Index the policies by the target they are scoped to, once: each slice then
+        // looks at its target's policies and the unscoped ones, not at every policy
+        // (the load stays linear in the set, however many targets there are).
+        let mut by_target: HashMap<&str, Vec<usize>> = HashMap::new();
+        let mut any_target: Vec<usize> = Vec::new();
+        for (i, s) in scoped.iter().enumerate() {
+            match &s.scope.target {
+                Reach::Only(name) => by_target.entry(name.as_str()).or_default().push(i),
+                Reach::All => any_target.push(i),
+                Reach::Nothing => {}
+            }
         }
 
         let mut target_slots = HashMap::with_capacity(targets.len());
@@ -441,20 +503,18 @@ impl PolicyEngine {
                     message: e.to_string(),
                 }
             })?;
+            let mut candidates: Vec<usize> = by_target
+                .get(target.name.as_str())
+                .map_or_else(Vec::new, Clone::clone);
+            candidates.extend_from_slice(&any_target);
+            candidates.sort_unstable();
             let mut slices = Vec::with_capacity(trusts.len());
             for trust in trusts {
-                let applicable = scoped
+                let applicable = candidates
                     .iter()
-                    .filter(|(_, scope, _, _)| scope.applies(trust, &target.name));
-                let claims = applicable.clone().map(|(_, _, read, _)| read).collect();
-                let reads_source_ip = applicable.clone().any(|(_, _, _, ip)| *ip);
-                let set = PolicySet::from_policies(applicable.map(|(p, _, _, _)| (*p).clone()))
-                    .map_err(|e| PolicyLoadError::Slice(e.to_string()))?;
-                slices.push(Slice {
-                    set,
-                    claims,
-                    reads_source_ip,
-                });
+                    .filter_map(|&i| scoped.get(i))
+                    .filter(|s| s.scope.applies(trust, &target.name));
+                slices.push(slice(applicable, false)?);
             }
             let slot = TargetSlot {
                 uid: names.target_uid(&target.name),
@@ -466,26 +526,19 @@ impl PolicyEngine {
             }
         }
 
-        let admin = crate::admin::slice(&parsed.set)?;
-        let all_claims = scoped.iter().map(|(_, _, read, _)| read).collect();
-        let all_reads_ip = scoped.iter().any(|(_, _, _, ip)| *ip);
+        let admin = crate::admin::slice(&parsed.set, shadow_ids)?;
+        let mut shadow_ids: Vec<String> = shadow_ids.iter().cloned().collect();
+        shadow_ids.sort_unstable();
         Ok(Self {
             names,
             ips: IpExprCache::new(),
             authorizer: Authorizer::new(),
             trusts: trust_slots,
             targets: target_slots,
-            reference: Slice {
-                set: parsed.set.clone(),
-                claims: ClaimsRead::All,
-                reads_source_ip: all_reads_ip,
-            },
-            all: Slice {
-                set: parsed.set,
-                claims: all_claims,
-                reads_source_ip: all_reads_ip,
-            },
+            reference: slice(scoped.iter(), true)?,
+            all: slice(scoped.iter(), false)?,
             files: parsed.files,
+            shadow_ids,
             warnings,
             set_hash: String::new(),
             admin,
@@ -533,10 +586,24 @@ impl PolicyEngine {
             Build::Reference => request::build_reference(&self.names, req, &fixed, claims_read),
         };
         match built {
-            Ok((request, entities)) => decide(
-                &self.authorizer.is_authorized(&request, policies, &entities),
-                policies,
-            ),
+            Ok((request, entities)) => {
+                let mut decision = decide(
+                    &self.authorizer.is_authorized(&request, policies, &entities),
+                    policies,
+                );
+                // Shadow policies run only where there are some, and never change
+                // `allowed`: they only fill `decision.shadow`.
+                if let Some(shadow) = &slice.shadow {
+                    decision.shadow = if req.source_ip.is_none() && shadow.reads_source_ip {
+                        shadow.all_erred(
+                            "the client address is unknown and the policy reads `context.source_ip`",
+                        )
+                    } else {
+                        shadow.evaluate(&self.authorizer, &request, &entities, &decision)
+                    };
+                }
+                decision
+            }
             Err(e) => Decision {
                 errors: vec![e.to_string()],
                 ..Decision::deny(DecisionReason::RequestBuildFailed)
@@ -694,7 +761,35 @@ pub(crate) fn decide(response: &Response, policies: &PolicySet) -> Decision {
         errors,
         reason,
         lint_exceptions,
+        shadow: Vec::new(),
     }
+}
+
+/// The slice of `policies` (those that can apply to one (trust, target), or all): the
+/// enforced ones in its set, the shadow ones beside it; the claims of both are converted.
+/// `every_claim` converts every claim (the reference slice).
+fn slice<'a, 'p: 'a>(
+    policies: impl Iterator<Item = &'a Scoped<'p>> + Clone,
+    every_claim: bool,
+) -> Result<Slice, PolicyLoadError> {
+    let enforced = policies.clone().filter(|s| !s.shadow);
+    let shadowed = policies.clone().filter(|s| s.shadow);
+    let claims = if every_claim {
+        ClaimsRead::All
+    } else {
+        policies.clone().map(|s| &s.read).collect()
+    };
+    let set = PolicySet::from_policies(enforced.clone().map(|s| s.policy.clone()))
+        .map_err(|e| PolicyLoadError::Slice(e.to_string()))?;
+    Ok(Slice {
+        set,
+        claims,
+        reads_source_ip: enforced.clone().any(|s| s.reads_ip),
+        shadow: ShadowSlice::new(
+            shadowed.clone().map(|s| s.policy),
+            shadowed.clone().any(|s| s.reads_ip),
+        )?,
+    })
 }
 
 /// SHA-256 over `(file name, text)` pairs sorted by name, each field length-prefixed so
@@ -870,6 +965,7 @@ mod tests {
                 errors: vec![],
                 reason: DecisionReason::Permitted,
                 lint_exceptions: vec![],
+                shadow: vec![],
             }
         );
         req.requested_lifetime = 101;
@@ -915,6 +1011,127 @@ mod tests {
             decision.errors[0].contains("`broken`"),
             "{:?}",
             decision.errors
+        );
+    }
+
+    /// Stops a watched policy from deciding: a shadow `forbid` that matches leaves an
+    /// allow an allow, a shadow `permit` that matches leaves a deny a deny; both are
+    /// reported with what they would have done.
+    #[test]
+    fn shadow_policies_report_but_never_decide() {
+        use crate::shadow::{ShadowEffect, Would};
+        let engine = engine(
+            r#"@id("allow") permit(principal, action, resource == Legate::Target::"x0");
+               @id("guard") forbid(principal, action, resource == Legate::Target::"x2");
+               @id("watch-forbid") @mode("shadow")
+               forbid(principal, action, resource) when { context.requested_lifetime > 100 };
+               @id("watch-permit") @mode("shadow")
+               permit(principal, action, resource == Legate::Target::"x1");
+               @id("watch-permit-x2") @mode("shadow")
+               permit(principal, action, resource == Legate::Target::"x2");
+               @id("watch-broken") @mode("shadow")
+               forbid(principal, action, resource == Legate::Target::"x3")
+               when { context.request_time * 4611686018427387904 > 0 };"#,
+        );
+        assert_eq!(engine.policy_count(), 6);
+        assert_eq!(
+            engine.shadow_policy_ids(),
+            [
+                "watch-broken",
+                "watch-forbid",
+                "watch-permit",
+                "watch-permit-x2"
+            ]
+        );
+        let claims = claims(json!({}));
+        let outcome = |id: &str, effect, would| ShadowOutcome {
+            policy_id: id.to_owned(),
+            effect,
+            would,
+            error: None,
+        };
+        let mut req = request(&claims);
+        // Allowed, and the shadow forbid does not match: nothing to report.
+        let decision = engine.evaluate(&req);
+        assert!(decision.allowed);
+        assert!(decision.shadow.is_empty(), "{decision:?}");
+        // Allowed; the shadow forbid matches and would deny.
+        req.requested_lifetime = 101;
+        let decision = engine.evaluate(&req);
+        assert!(decision.allowed, "{decision:?}");
+        assert_eq!(decision.policy_ids, ["allow"]);
+        assert_eq!(
+            decision.shadow,
+            [outcome("watch-forbid", ShadowEffect::Forbid, Would::Deny)]
+        );
+        // Denied (no permit); the shadow permit matches and would allow.
+        req.requested_lifetime = 60;
+        req.target = "x1";
+        let decision = engine.evaluate(&req);
+        assert_eq!(decision.reason, DecisionReason::NoPermit);
+        assert!(!decision.allowed);
+        assert_eq!(
+            decision.shadow,
+            [outcome("watch-permit", ShadowEffect::Permit, Would::Allow)]
+        );
+        // Forbidden; a shadow permit cannot override a forbid: it would still deny.
+        req.target = "x2";
+        let decision = engine.evaluate(&req);
+        assert_eq!(decision.reason, DecisionReason::ForbiddenByPolicy);
+        assert_eq!(decision.policy_ids, ["guard"]);
+        assert_eq!(
+            decision.shadow,
+            [outcome(
+                "watch-permit-x2",
+                ShadowEffect::Permit,
+                Would::Deny
+            )]
+        );
+        // A shadow forbid that errs is reported, and does not fail the request closed.
+        req.target = "x3";
+        let decision = engine.evaluate(&req);
+        assert_eq!(decision.reason, DecisionReason::NoPermit);
+        assert!(decision.errors.is_empty(), "{decision:?}");
+        assert_eq!(decision.shadow.len(), 1);
+        assert_eq!(decision.shadow[0].would, Would::Erred);
+        assert!(decision.shadow[0].error.is_some());
+    }
+
+    /// Stops a shadow IP rule from turning into an enforced refusal: with the client
+    /// address unknown, only the enforcing policies decide; the shadow ones err.
+    #[test]
+    fn shadow_policy_on_an_unknown_client_address_errs_without_deciding() {
+        let engine = engine(
+            r#"@id("allow") permit(principal, action, resource);
+               @id("watch-ip") @mode("shadow") forbid(principal, action, resource)
+               unless { context.source_ip.isInRange(ip("10.0.0.0/8")) };"#,
+        );
+        let claims = claims(json!({}));
+        let mut req = request(&claims);
+        req.source_ip = None;
+        let decision = engine.evaluate(&req);
+        assert!(decision.allowed, "{decision:?}");
+        assert_eq!(decision.shadow.len(), 1);
+        assert_eq!(decision.shadow[0].would, crate::shadow::Would::Erred);
+    }
+
+    /// Stops a typo (`@mode("shadwo")`, `@mode("enforce")`) from silently enforcing
+    /// a policy its author meant to watch, or the reverse.
+    #[test]
+    fn an_unknown_mode_is_a_load_error_naming_file_line_and_policy() {
+        let e = PolicyEngine::from_sources(
+            crate::BUNDLED_SCHEMA,
+            &[(
+                "watch.cedar".to_owned(),
+                "@id(\"a\") permit(principal, action, resource);\n@id(\"b\")\n@mode(\"shadwo\")\nforbid(principal, action, resource);".to_owned(),
+            )],
+            &targets(),
+            &TRUSTS.map(String::from),
+        )
+        .unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "`watch.cedar` line 3, policy `b`: unknown mode `@mode(\"shadwo\")`; the only mode is `shadow` (remove the annotation to enforce the policy)"
         );
     }
 
@@ -1316,6 +1533,32 @@ mod tests {
                         prop_assert_eq!(failure, Some(crate::PieceResult::Error), "{:?}", p);
                     }
                 }
+            }
+        }
+
+        /// Shadow policies never change a decision (allowed, reason, determining
+        /// policies, errors), and slicing never changes what they report.
+        #[test]
+        fn shadow_policies_never_change_a_decision(
+            policies in prop::collection::vec(policy(), 0..30),
+            shadows in prop::collection::vec(policy(), 1..8),
+            reqs in prop::collection::vec(req(), 1..24),
+        ) {
+            let base = engine(&policies.join("\n"));
+            let shadowed: Vec<String> = shadows
+                .iter()
+                .enumerate()
+                .map(|(i, p)| format!("@id(\"shadow{i}\") @mode(\"shadow\") {p}"))
+                .collect();
+            let extended = engine(&format!("{}\n{}", policies.join("\n"), shadowed.join("\n")));
+            for r in &reqs {
+                let req = r.as_request();
+                let before = base.evaluate(&req);
+                let mut after = extended.evaluate(&req);
+                prop_assert_eq!(&after, &extended.evaluate_unsliced(&req), "{:?}", r);
+                prop_assert_eq!(&after, &extended.evaluate_reference(&req), "{:?}", r);
+                after.shadow.clear();
+                prop_assert_eq!(before, after, "{:?}", r);
             }
         }
 

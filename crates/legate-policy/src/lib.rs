@@ -53,6 +53,7 @@
 //! - [`admin`](mod@admin): [`PolicyEngine::authorize_admin`] for the admin endpoints
 //!   (`Legate::Action::"admin"`), and the split validation that keeps exchange and admin
 //!   policies apart;
+//! - [`shadow`]: shadow mode (`@mode("shadow")`): evaluated, reported, never deciding;
 //! - [`cases`]: policy test cases (`*.cases`, TOML) and their runner, for tests and the CLI;
 //! - [`BUNDLED_SCHEMA`], [`BUNDLED_POLICIES`], [`BUNDLED_CASES`]: the example policies in
 //!   the repository's `policies/` directory.
@@ -68,6 +69,7 @@ pub mod load;
 mod policy_text;
 mod request;
 mod scope;
+pub mod shadow;
 pub mod templates;
 
 pub use admin::{AdminEndpoint, AdminRequest};
@@ -81,6 +83,7 @@ pub use explain::{
 };
 pub use lint::{LintFinding, LintId};
 pub use load::{PolicyIssue, PolicyLoadError, SCHEMA_FILE};
+pub use shadow::{ShadowEffect, ShadowOutcome, Would};
 pub use templates::Template;
 
 /// The bundled schema, `policies/legate.cedarschema`.

@@ -84,6 +84,22 @@ pub enum PolicyLoadError {
         template: String,
         known: String,
     },
+    /// A policy's `@mode` annotation names no mode (the only one is `shadow`).
+    #[error(
+        "`{file}`{}, policy `{policy_id}`: unknown mode `@mode(\"{value}\")`; the only mode is \
+         `shadow` (remove the annotation to enforce the policy)",
+        line.map(|l| format!(" line {l}")).unwrap_or_default()
+    )]
+    Mode {
+        /// The file the policy comes from.
+        file: String,
+        /// The line of the annotation, when found.
+        line: Option<usize>,
+        /// The policy id.
+        policy_id: String,
+        /// The annotation's value.
+        value: String,
+    },
 }
 
 /// One validation problem, located.
@@ -246,6 +262,7 @@ pub(crate) fn validate(
     schema_src: &str,
     parsed: &Parsed,
     sources: &[(String, String)],
+    ests: &std::collections::HashMap<String, claim_refs::Est>,
 ) -> Result<Vec<String>, PolicyLoadError> {
     // Admin policies and exchange policies are validated against their own actions.
     let results = crate::admin::validate(schema, schema_src, &parsed.set)?;
@@ -285,7 +302,15 @@ pub(crate) fn validate(
             if rejected.contains(&policy_id) {
                 continue;
             }
-            let message = match claim_refs::undeclared(policy, &shape) {
+            let rendered;
+            let est = match ests.get(&policy_id) {
+                Some(est) => est,
+                None => {
+                    rendered = claim_refs::est(policy);
+                    &rendered
+                }
+            };
+            let message = match claim_refs::undeclared_in(est, &shape) {
                 Ok(paths) if paths.is_empty() => continue,
                 Ok(paths) => format!(
                     "undeclared claim(s) {}: declare them (optional) in `type Claims` of \
@@ -338,7 +363,13 @@ mod tests {
         let sources = sources(files);
         let parsed = parse_policies(&sources)?;
         let (schema, _) = parse_schema(crate::BUNDLED_SCHEMA)?;
-        validate(schema, crate::BUNDLED_SCHEMA, &parsed, &sources)?;
+        validate(
+            schema,
+            crate::BUNDLED_SCHEMA,
+            &parsed,
+            &sources,
+            &std::collections::HashMap::new(),
+        )?;
         Ok(parsed)
     }
 

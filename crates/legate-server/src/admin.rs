@@ -377,9 +377,10 @@ async fn explain_endpoint(State(state): State<AppState>, request: Request) -> Re
         }
     };
     let now = state.inner.clock.now();
-    let engine = &state.inner.policy;
+    // One snapshot of the active set for the whole request.
+    let active = state.policy();
     let result = explain(
-        engine,
+        active.engine(),
         |iss| {
             let trust = state.inner.trust.find_by_issuer(iss)?;
             let replay = state
@@ -436,7 +437,7 @@ async fn authenticate<'s>(
     let now = state.inner.clock.now();
     match verify(state, admin, &request.headers, now, &mut audit).await {
         Ok(claims) => {
-            let decision = state.inner.policy.authorize_admin(&AdminRequest {
+            let decision = state.policy().engine().authorize_admin(&AdminRequest {
                 trust: audit.trust.as_deref().unwrap_or_default(),
                 issuer: claims.issuer(),
                 subject: claims.subject(),

@@ -117,7 +117,8 @@ pub(crate) struct Inner {
     pub(crate) clock: Arc<dyn Clock>,
     pub(crate) trust: TrustStore,
     pub(crate) trust_meta: HashMap<String, TrustMeta>,
-    pub(crate) policy: Arc<PolicyEngine>,
+    /// The active policy set (take one snapshot per request) and its reloads.
+    pub(crate) policy: Arc<crate::reload::PolicyReloader>,
     pub(crate) targets: HashMap<String, Target>,
     pub(crate) providers: HashMap<TargetKind, Arc<dyn CredentialProvider>>,
     pub(crate) credential_cache: CredentialCache,
@@ -213,6 +214,12 @@ impl AppState {
         for w in policy.warnings() {
             tracing::warn!(warning = %w, "policy");
         }
+        let policy = Arc::new(crate::reload::PolicyReloader::new(
+            policy,
+            config,
+            trust_names,
+            opts.clock.clone(),
+        ));
 
         let sink: Arc<dyn AuditSink> = match (opts.audit, &config.audit.sink) {
             (Some(sink), _) => sink,
@@ -261,7 +268,7 @@ impl AppState {
                 clock: opts.clock,
                 trust,
                 trust_meta,
-                policy: Arc::new(policy),
+                policy,
                 targets: targets.into_iter().map(|t| (t.name.clone(), t)).collect(),
                 providers,
                 credential_cache,
@@ -302,7 +309,18 @@ impl AppState {
 
     /// The number of loaded policies.
     pub fn policy_count(&self) -> usize {
-        self.inner.policy.policy_count()
+        self.inner.policy.active().engine().policy_count()
+    }
+
+    /// The active policy set: one atomic load. A request takes it once, at its start,
+    /// and decides with it throughout (a reload swaps in a new set for later requests).
+    pub fn policy(&self) -> Arc<crate::reload::ActivePolicy> {
+        self.inner.policy.active()
+    }
+
+    /// The active policy set's reloader (hot reload, `/status`).
+    pub fn policy_reloader(&self) -> &Arc<crate::reload::PolicyReloader> {
+        &self.inner.policy
     }
 
     /// The public listener's limits and counters.

@@ -67,6 +67,10 @@ pub struct AuditEvent {
     /// `<policy id>: <lint id>: <reason>` (legate-policy `Decision::lint_exceptions`).
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub lint_exceptions: Vec<String>,
+    /// The shadow policies (`@mode("shadow")`) that matched or erred, with what each
+    /// would have done; they did not change `decision`.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub shadow: Vec<legate_policy::ShadowOutcome>,
     /// The client address after trusted-proxy processing.
     pub source_ip: String,
     /// Lifetime of the issued credential, seconds.

@@ -23,6 +23,9 @@ use toml::Spanned;
 /// The configuration format version this build reads.
 pub const CONFIG_VERSION: u32 = 1;
 
+/// The largest `[policy] reload_interval_secs` (a day).
+pub const MAX_RELOAD_INTERVAL_SECS: u64 = 86_400;
+
 /// A configuration error, located in the file.
 #[derive(Debug, thiserror::Error)]
 pub struct ConfigError {
@@ -68,6 +71,9 @@ pub struct Config {
     pub trusts: Vec<TrustEntry>,
     /// `[policy]`.
     pub policy: PolicySource,
+    /// `[policy] reload_interval_secs`: how often the policy folder is checked for
+    /// changes (0: never; `SIGHUP` still reloads). See [`crate::reload`].
+    pub policy_reload_interval_secs: u64,
     /// `[[target]]`.
     pub targets: Vec<Target>,
     /// Each cloud target's `ca_file`, by target name (read at start-up, not by
@@ -454,6 +460,7 @@ struct RawPolicy {
     dir: Option<PathBuf>,
     #[serde(default)]
     bundled: bool,
+    reload_interval_secs: Option<Spanned<u64>>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -740,6 +747,17 @@ impl Checker<'_> {
             }
             (None, true) => PolicySource::Bundled,
         };
+        let policy_reload_interval_secs = match raw.policy.reload_interval_secs {
+            None => crate::reload::DEFAULT_RELOAD_INTERVAL_SECS,
+            Some(n) if *n.get_ref() <= MAX_RELOAD_INTERVAL_SECS => *n.get_ref(),
+            Some(n) => {
+                return Err(self.err(
+                    n.span(),
+                    "policy.reload_interval_secs",
+                    format!("must be at most {MAX_RELOAD_INTERVAL_SECS} (0 turns polling off)"),
+                ));
+            }
+        };
         if raw.state.backend.get_ref() != "memory" {
             return Err(self.err(
                 raw.state.backend.span(),
@@ -796,6 +814,7 @@ impl Checker<'_> {
             issuer,
             trusts,
             policy,
+            policy_reload_interval_secs,
             targets,
             target_ca_files,
             credential_cache,
@@ -1737,6 +1756,10 @@ labels = { env = "prod" }
         );
         assert_eq!(c.targets[0].default_lifetime_secs, 300);
         assert_eq!(c.policy, PolicySource::Bundled);
+        assert_eq!(
+            c.policy_reload_interval_secs,
+            crate::reload::DEFAULT_RELOAD_INTERVAL_SECS
+        );
         assert_eq!(c.server.trusted_proxies.len(), 2);
     }
 
@@ -1902,6 +1925,21 @@ labels = { env = "prod" }
         );
         assert!(e.to_string().contains("must be at least 1"), "{e}");
         assert_eq!(load(&with("1")).unwrap().trusts[0].stale_if_error_secs, 1);
+    }
+
+    #[test]
+    fn policy_reload_interval_is_bounded_and_zero_turns_polling_off() {
+        let with = |secs: &str| {
+            GOOD.replace(
+                "[policy]\nbundled = true\n",
+                &format!("[policy]\nbundled = true\nreload_interval_secs = {secs}\n"),
+            )
+        };
+        assert_eq!(load(&with("0")).unwrap().policy_reload_interval_secs, 0);
+        assert_eq!(load(&with("30")).unwrap().policy_reload_interval_secs, 30);
+        let e = load(&with("86401")).unwrap_err();
+        assert_eq!(e.key.as_deref(), Some("policy.reload_interval_secs"), "{e}");
+        assert!(e.to_string().contains("at most 86400"), "{e}");
     }
 
     #[test]

@@ -18,7 +18,8 @@
 //!
 //! Layout: [`config`] (file → typed config), [`app`] (state), [`token`] (the exchange
 //! handler), [`error`] (`ApiError`), [`audit`], [`net`] (client address), [`clock`],
-//! [`dev`] (demo issuer), [`serve`] (the accept loop and its limits), and this file
+//! [`dev`] (demo issuer), [`reload`] (the active policy set and hot reload), [`serve`]
+//! (the accept loop and its limits), and this file
 //! (routers, [`run`] and [`run_operator`]).
 
 pub mod admin;
@@ -31,6 +32,7 @@ pub mod error;
 #[doc(hidden)]
 pub mod fuzz_logic;
 pub mod net;
+pub mod reload;
 pub mod serve;
 pub mod token;
 
@@ -156,10 +158,7 @@ async fn status(State(state): State<AppState>) -> Response {
         "version": env!("CARGO_PKG_VERSION"),
         "ready": state.inner.trust.all_attempted(),
         "issuers": issuers,
-        "policy": {
-            "count": state.inner.policy.policy_count(),
-            "set_sha256": state.inner.policy.set_hash(),
-        },
+        "policy": state.inner.policy.status(),
         "server": state.inner.server.snapshot(),
         "audit": {
             "queue_depth": audit.depth(),

@@ -280,9 +280,9 @@ impl Facts {
                 Some(rejection.detail()),
             ),
         };
-        let (policy_ids, policy_errors, lint_exceptions) = self
+        let (policy_ids, policy_errors, lint_exceptions, shadow) = self
             .decision
-            .map(|d| (d.policy_ids, d.errors, d.lint_exceptions))
+            .map(|d| (d.policy_ids, d.errors, d.lint_exceptions, d.shadow))
             .unwrap_or_default();
         let event = AuditEvent {
             ts: now,
@@ -299,6 +299,7 @@ impl Facts {
             policy_ids,
             policy_errors,
             lint_exceptions,
+            shadow,
             source_ip: self
                 .source_ip
                 .map_or_else(|| "unknown".to_owned(), |ip| ip.to_string()),
@@ -321,6 +322,9 @@ async fn exchange(
     if !facts.peer_known {
         return Err(Rejection::PeerUnknown);
     }
+    // INVARIANT: one policy set per request, taken here and used throughout; a reload
+    // swaps in a new set for later requests only.
+    let policy = state.policy();
 
     // 1. A typed request.
     let req = read_request(request).await?;
@@ -399,7 +403,7 @@ async fn exchange(
         now,
     );
     facts.lifetime_secs = Some(lifetime);
-    let decision = state.inner.policy.evaluate(&PolicyRequest {
+    let decision = policy.engine().evaluate(&PolicyRequest {
         trust: trust.name(),
         issuer: claims.issuer(),
         subject: claims.subject(),
@@ -412,6 +416,7 @@ async fn exchange(
             .unwrap_or_else(|| target.lifetime_for(None)),
         issued_lifetime: lifetime,
     });
+    policy.record_shadow(&decision);
     let (allowed, reason) = (decision.allowed, decision.reason);
     facts.decision = Some(decision);
     if !allowed {

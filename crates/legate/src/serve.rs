@@ -7,7 +7,8 @@
 //! listens on loopback only unless `--allow-non-loopback` is given.
 //!
 //! Two listeners: the public one (`[server] listen`) and the operator one
-//! (`[server] operator_listen`, `/status`); one shutdown signal stops both.
+//! (`[server] operator_listen`, `/status`); one shutdown signal stops both. `SIGHUP`
+//! and changes in the policy folder reload the policies (`legate_server::reload`).
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -121,6 +122,14 @@ async fn serve(args: Args, dev: bool) -> anyhow::Result<ExitCode> {
     let stopped = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
         let _ = rx.wait_for(|stop| *stop).await;
     };
+    // Hot reload of the policy folder: SIGHUP and the poller (the bundled set never
+    // reloads).
+    let _watcher = legate_server::reload::spawn_watcher(
+        state.policy_reloader().clone(),
+        legate_server::reload::WatchOptions::from_config(&cfg),
+        stopped(stop_rx.clone()),
+    )
+    .context("installing the SIGHUP handler")?;
     let (public, operator) = tokio::join!(
         legate_server::run(listener, state.clone(), stopped(stop_rx.clone())),
         legate_server::run_operator(operator_listener, state, stopped(stop_rx)),

@@ -89,6 +89,36 @@ fn render(status: &Value, now: i64) -> String {
         num(at(policy, "count")),
         text(at(policy, "set_sha256"))
     );
+    if policy.get("loaded_at_rfc3339").is_some() {
+        let _ = writeln!(
+            out,
+            "          loaded {} from {}; {} reload(s), {} refused",
+            text(at(policy, "loaded_at_rfc3339")),
+            text(at(policy, "source")),
+            num(at(policy, "reloads")),
+            num(at(policy, "reload_failures")),
+        );
+    }
+    let failure = at(policy, "last_failure");
+    if !failure.is_null() {
+        let _ = writeln!(
+            out,
+            "          last refused reload {}: {}",
+            text(at(failure, "at_rfc3339")),
+            text(at(failure, "message")),
+        );
+    }
+    for shadow in at(policy, "shadow").as_array().into_iter().flatten() {
+        let _ = writeln!(
+            out,
+            "  shadow {}: {} would allow, {} would deny, {} erred, {} would change the answer",
+            text(at(shadow, "policy_id")),
+            num(at(shadow, "would_allow")),
+            num(at(shadow, "would_deny")),
+            num(at(shadow, "erred")),
+            num(at(shadow, "would_change")),
+        );
+    }
     let issuers = at(status, "issuers")
         .as_array()
         .map_or(&[][..], Vec::as_slice);
@@ -152,7 +182,15 @@ mod tests {
                 "fetched_at": 1000, "attempted": true,
                 "last_error": "http 503", "ignored_keys": ["kid `x`: private key material"],
             }],
-            "policy": {"count": 3, "set_sha256": "ab12"},
+            "policy": {
+                "count": 3, "set_sha256": "ab12", "loaded_at": 990,
+                "loaded_at_rfc3339": "1970-01-01T00:16:30Z", "source": "dir",
+                "reloads": 4, "reload_failures": 1,
+                "last_failure": {"at": 995, "at_rfc3339": "1970-01-01T00:16:35Z",
+                                 "message": "cannot parse `a.cedar`: line 3, column 1: unexpected token"},
+                "shadow": [{"policy_id": "watch", "would_allow": 0, "would_deny": 7,
+                            "erred": 1, "would_change": 7}],
+            },
             "server": {
                 "connections_open": 1, "max_connections": 4096,
                 "requests_in_flight": 0, "max_in_flight": 1024,
@@ -165,6 +203,9 @@ mod tests {
         for expected in [
             "legate 0.1.0: ready",
             "policies  3 (set sha256 ab12)",
+            "loaded 1970-01-01T00:16:30Z from dir; 4 reload(s), 1 refused",
+            "last refused reload 1970-01-01T00:16:35Z: cannot parse `a.cedar`: line 3, column 1: unexpected token",
+            "shadow watch: 0 would allow, 7 would deny, 1 erred, 7 would change the answer",
             "ci  https://issuer.example  2 key(s), fetched 30s ago",
             "last error: http 503",
             "ignored: kid `x`: private key material",
