@@ -14,7 +14,7 @@ use legate_core::text::escape_untrusted;
 use serde_json::{Map, Value};
 
 use crate::claim_refs::ClaimsRead;
-use crate::engine::{PolicyRequest, TargetInfo};
+use crate::engine::{PolicyActor, PolicyRequest, TargetInfo};
 
 /// Claims nesting deeper than this (arrays and objects) fail the request: deep nesting has
 /// no legitimate use and recursion must be bounded.
@@ -213,7 +213,8 @@ pub(crate) fn build(
 }
 
 /// The request context: `source_ip` (left out when unknown), `request_time`, `utc_hour`,
-/// `utc_weekday` (0 = Monday), `requested_lifetime`, `issued_lifetime`, `has_actor`.
+/// `utc_weekday` (0 = Monday), `requested_lifetime`, `issued_lifetime`, `has_actor`, and
+/// `actor` (left out when there is none).
 fn context(req: &PolicyRequest<'_>, ips: &IpExprCache) -> Result<Context, RequestBuildError> {
     const DAY: i64 = 86_400;
     let lifetime = i64::try_from(req.requested_lifetime)
@@ -226,7 +227,13 @@ fn context(req: &PolicyRequest<'_>, ips: &IpExprCache) -> Result<Context, Reques
     let source_ip = req
         .source_ip
         .map(|ip| ("source_ip".to_owned(), ips.get(ip)));
-    Context::from_pairs(source_ip.into_iter().chain([
+    let actor = req
+        .actor
+        .as_ref()
+        .map(actor_record)
+        .transpose()?
+        .map(|record| ("actor".to_owned(), record));
+    Context::from_pairs(source_ip.into_iter().chain(actor).chain([
         (
             "request_time".to_owned(),
             RestrictedExpression::new_long(req.now),
@@ -249,9 +256,26 @@ fn context(req: &PolicyRequest<'_>, ips: &IpExprCache) -> Result<Context, Reques
         ),
         (
             "has_actor".to_owned(),
-            RestrictedExpression::new_bool(false),
+            RestrictedExpression::new_bool(req.actor.is_some()),
         ),
     ]))
+    .map_err(|e| RequestBuildError::Context(e.to_string()))
+}
+
+/// `context.actor`: the verified actor token as a record `trust`, `issuer`, `subject`,
+/// `claims`. Every actor claim is converted (the slices prune subject claims only), with
+/// the same rules and depth bound as subject claims.
+fn actor_record(actor: &PolicyActor<'_>) -> Result<RestrictedExpression, RequestBuildError> {
+    let string = |v: &str| RestrictedExpression::new_string(v.to_owned());
+    RestrictedExpression::new_record([
+        ("trust".to_owned(), string(actor.trust)),
+        ("issuer".to_owned(), string(actor.issuer)),
+        ("subject".to_owned(), string(actor.subject)),
+        (
+            "claims".to_owned(),
+            claims_record(actor.claims, &ClaimsRead::All)?,
+        ),
+    ])
     .map_err(|e| RequestBuildError::Context(e.to_string()))
 }
 
@@ -496,6 +520,7 @@ mod tests {
             now: 1_767_274_200,
             requested_lifetime: 60,
             issued_lifetime: 60,
+            actor: None,
         };
         let get = |ctx: &Context, k: &str| ctx.get(k).unwrap().to_string();
         let ips = IpExprCache::new();
