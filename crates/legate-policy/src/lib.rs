@@ -61,9 +61,7 @@ pub use cases::{
     CaseFailure, CaseFileError, CaseReport, Expectation, PolicyCase, parse_cases, run_case,
     run_cases,
 };
-pub use engine::{
-    Decision, DecisionReason, PolicyActor, PolicyEngine, PolicyRequest, TargetInfo,
-};
+pub use engine::{Decision, DecisionReason, PolicyActor, PolicyEngine, PolicyRequest, TargetInfo};
 pub use load::{PolicyIssue, PolicyLoadError, SCHEMA_FILE};
 
 /// The bundled schema, `policies/legate.cedarschema`.

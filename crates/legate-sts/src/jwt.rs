@@ -5,7 +5,7 @@ use std::sync::Arc;
 use legate_core::UnixSeconds;
 use legate_issuer::{Issuer, MintRequest, SigningAlg};
 
-use crate::{BoxFuture, Credential, CredentialProvider, ExchangeError, IssueRequest};
+use crate::{BoxFuture, Credential, CredentialProvider, ExchangeError, Grant, IssueRequest};
 
 /// Mints Legate-signed JWTs with the issuer's signing key for one algorithm (the
 /// configured `issuer.algorithm`).
@@ -22,6 +22,16 @@ impl JwtProvider {
     }
 }
 
+/// The claims a `jwt` target's grant adds: the copied claims, and `act` (RFC 8693
+/// §4.1) when an actor took part.
+fn extra_claims(grant: &Grant) -> serde_json::Map<String, serde_json::Value> {
+    let mut claims = grant.copied_claims.clone();
+    if let Some(act) = &grant.act {
+        claims.insert("act".to_owned(), act.clone());
+    }
+    claims
+}
+
 impl CredentialProvider for JwtProvider {
     fn issue<'a>(
         &'a self,
@@ -36,7 +46,7 @@ impl CredentialProvider for JwtProvider {
                 upstream_issuer: request.upstream_issuer.to_owned(),
                 upstream_subject: request.upstream_subject.to_owned(),
                 trust: request.trust.to_owned(),
-                extra_claims: serde_json::Map::new(),
+                extra_claims: extra_claims(&request.grant),
             };
             let minted = self
                 .issuer
