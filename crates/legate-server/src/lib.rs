@@ -17,6 +17,7 @@
 //! [`dev`] (demo issuer), [`serve`] (the accept loop and its limits), and this file
 //! (routers, [`run`] and [`run_operator`]).
 
+pub mod actor;
 pub mod app;
 pub mod audit;
 pub mod clock;
