@@ -5,18 +5,20 @@
 //! - [`issuer`]: an upstream OIDC issuer under the test's control (rotation,
 //!   outages, redirects, slow drip, request counters);
 //! - [`harness`]: Legate in-process with a manual clock and in-memory audit;
-//! - the test modules, one per concern: [`attacks`], [`clouds`], [`exchange`],
-//!   [`fakes`], [`hygiene`], [`limits`], [`mock_provider`], [`keys`], [`operator`],
+//! - the test modules, one per concern: [`actor`], [`attacks`], [`clouds`], [`exchange`],
+//!   [`fakes`], [`grants`], [`hygiene`], [`limits`], [`mock_provider`], [`keys`], [`operator`],
 //!   [`proxy`], [`replay`], [`robustness`], [`routing`], [`wire`].
 
 mod harness;
 mod issuer;
 mod peers;
 
+mod actor;
 mod attacks;
 mod clouds;
 mod exchange;
 mod fakes;
+mod grants;
 mod hygiene;
 mod keys;
 mod limits;
