@@ -60,3 +60,42 @@ impl CredentialProvider for JwtProvider {
         })
     }
 }
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, reason = "tests")]
+
+    use std::collections::BTreeMap;
+
+    use serde_json::json;
+
+    use super::*;
+    use crate::fixtures::{NOW, decode_jwt, issuer};
+    use crate::{Shaping, Target};
+
+    /// The grant reaches the minted token: copied claims as they are, and the actor
+    /// chain as `act`; nothing else of the upstream token.
+    #[tokio::test]
+    async fn copied_claims_and_the_actor_chain_reach_the_minted_token() {
+        let target = Target::jwt("t", "https://t.example", 900, 300, BTreeMap::new());
+        let provider = JwtProvider::new(issuer(), SigningAlg::Es256);
+        let shaping = Shaping {
+            copy_claims: vec!["repository".into(), "groups".into()],
+            ..Shaping::default()
+        };
+        let upstream = json!({"repository": "acme/app", "groups": ["a"], "secret": "x"});
+        let mut grant = shaping.shape(upstream.as_object().unwrap()).unwrap();
+        grant.act = Some(json!({"sub": "host-7", "iss": "https://host.example"}));
+        let mut req = crate::fixtures::request(&target, 60);
+        req.grant = grant;
+        let Credential::Jwt { token, .. } = provider.issue(req, NOW).await.unwrap() else {
+            unreachable!("a jwt target mints a jwt");
+        };
+        let (_, claims) = decode_jwt(token.expose());
+        assert_eq!(claims["repository"], "acme/app");
+        assert_eq!(claims["groups"], json!(["a"]));
+        assert_eq!(claims["act"]["sub"], "host-7");
+        assert!(claims.get("secret").is_none(), "{claims}");
+        assert_eq!(claims["aud"], "https://t.example");
+    }
+}
