@@ -5,19 +5,22 @@
 //! - [`issuer`]: an upstream OIDC issuer under the test's control (rotation,
 //!   outages, redirects, slow drip, request counters);
 //! - [`harness`]: Legate in-process with a manual clock and in-memory audit;
-//! - the test modules, one per concern: [`admin`], [`attacks`], [`clouds`], [`exchange`],
-//!   [`fakes`], [`hygiene`], [`limits`], [`mock_provider`], [`keys`], [`operator`],
-//!   [`proxy`], [`reload`], [`replay`], [`robustness`], [`routing`], [`wire`].
+//! - the test modules, one per concern: [`actor`], [`admin`], [`attacks`], [`clouds`],
+//!   [`exchange`], [`fakes`], [`grants`], [`hygiene`], [`limits`], [`mock_provider`],
+//!   [`keys`], [`operator`], [`proxy`], [`reload`], [`replay`], [`robustness`], [`routing`],
+//!   [`wire`].
 
 mod harness;
 mod issuer;
 mod peers;
 
+mod actor;
 mod admin;
 mod attacks;
 mod clouds;
 mod exchange;
 mod fakes;
+mod grants;
 mod hygiene;
 mod keys;
 mod limits;

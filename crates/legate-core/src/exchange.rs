@@ -87,6 +87,27 @@ pub enum SubjectTokenType {
     IdToken,
 }
 
+impl SubjectTokenType {
+    /// The type of a token type URI Legate accepts (for a subject or an actor token).
+    pub fn parse(uri: &str) -> Option<Self> {
+        match uri {
+            TOKEN_TYPE_JWT => Some(Self::Jwt),
+            TOKEN_TYPE_ID_TOKEN => Some(Self::IdToken),
+            _ => None,
+        }
+    }
+}
+
+/// An actor token (RFC 8693 §2.1 `actor_token`, `actor_token_type`): the party acting
+/// on behalf of the subject. Not yet verified.
+#[derive(Debug, Clone)]
+pub struct ActorToken {
+    /// The presented token (secret: never logged).
+    pub token: Secret<String>,
+    /// Its declared type: the same types as a subject token.
+    pub token_type: SubjectTokenType,
+}
+
 /// A well-formed token-exchange request. The subject token is not yet verified.
 #[derive(Debug, Clone)]
 pub struct TokenExchangeRequest {
@@ -94,6 +115,8 @@ pub struct TokenExchangeRequest {
     pub subject_token: Secret<String>,
     /// Its declared type.
     pub subject_token_type: SubjectTokenType,
+    /// The actor token, when the client sent one.
+    pub actor: Option<ActorToken>,
     /// The target name (`audience`).
     pub audience: String,
     /// The requested lifetime in seconds, if any.
@@ -140,8 +163,8 @@ impl TokenExchangeRequest {
         let mut audience = None;
         let mut lifetime = None;
         let mut requested_token_type = None;
-        let mut seen_actor = false;
-        let mut seen_actor_type = false;
+        let mut actor_token = None;
+        let mut actor_token_type = None;
         let mut unknown: Vec<Cow<'a, str>> = Vec::new();
         for (name, value) in pairs {
             let slot = match name.as_ref() {
@@ -160,20 +183,8 @@ impl TokenExchangeRequest {
                 "scope" => {
                     return Err(RequestError::new(InvalidScope, "`scope` is not supported"));
                 }
-                "actor_token" | "actor_token_type" => {
-                    let seen = if name == "actor_token" {
-                        &mut seen_actor
-                    } else {
-                        &mut seen_actor_type
-                    };
-                    if std::mem::replace(seen, true) {
-                        return Err(RequestError::new(
-                            InvalidRequest,
-                            "an actor parameter is repeated",
-                        ));
-                    }
-                    continue;
-                }
+                "actor_token" => &mut actor_token,
+                "actor_token_type" => &mut actor_token_type,
                 _ => {
                     if unknown.contains(&name) {
                         return Err(RequestError::new(
@@ -203,6 +214,8 @@ impl TokenExchangeRequest {
                     "subject_token" => "parameter `subject_token` is repeated",
                     "subject_token_type" => "parameter `subject_token_type` is repeated",
                     "requested_token_type" => "parameter `requested_token_type` is repeated",
+                    "actor_token" => "parameter `actor_token` is repeated",
+                    "actor_token_type" => "parameter `actor_token_type` is repeated",
                     _ => "parameter `requested_lifetime` is repeated",
                 };
                 return Err(RequestError::new(InvalidRequest, msg));
@@ -220,36 +233,54 @@ impl TokenExchangeRequest {
             }
             None => return Err(RequestError::new(InvalidRequest, "missing `grant_type`")),
         }
-        if seen_actor_type && !seen_actor {
-            return Err(RequestError::new(
-                InvalidRequest,
-                "`actor_token_type` without `actor_token`",
-            ));
-        }
-        if seen_actor {
-            return Err(RequestError::new(
-                InvalidRequest,
-                "actor tokens are not supported yet",
-            ));
-        }
         let subject_token = match subject_token {
             Some(t) if !t.is_empty() => Secret::new(t),
             _ => return Err(RequestError::new(InvalidRequest, "missing `subject_token`")),
         };
         let subject_token_type = match subject_token_type.as_deref() {
-            Some(TOKEN_TYPE_JWT) => SubjectTokenType::Jwt,
-            Some(TOKEN_TYPE_ID_TOKEN) => SubjectTokenType::IdToken,
-            Some(_) => {
-                return Err(RequestError::new(
+            Some(t) => SubjectTokenType::parse(t).ok_or_else(|| {
+                RequestError::new(
                     InvalidRequest,
                     "unsupported `subject_token_type`: use the jwt or id_token token type",
-                ));
-            }
+                )
+            })?,
             None => {
                 return Err(RequestError::new(
                     InvalidRequest,
                     "missing `subject_token_type`",
                 ));
+            }
+        };
+        // RFC 8693 §2.1: `actor_token_type` is REQUIRED when `actor_token` is present and
+        // MUST NOT be included otherwise.
+        let actor = match (actor_token, actor_token_type) {
+            (None, None) => None,
+            (Some(_), None) => {
+                return Err(RequestError::new(
+                    InvalidRequest,
+                    "`actor_token` without `actor_token_type`",
+                ));
+            }
+            (None, Some(_)) => {
+                return Err(RequestError::new(
+                    InvalidRequest,
+                    "`actor_token_type` without `actor_token`",
+                ));
+            }
+            (Some(token), Some(kind)) => {
+                if token.is_empty() {
+                    return Err(RequestError::new(InvalidRequest, "empty `actor_token`"));
+                }
+                let token_type = SubjectTokenType::parse(&kind).ok_or_else(|| {
+                    RequestError::new(
+                        InvalidRequest,
+                        "unsupported `actor_token_type`: use the jwt or id_token token type",
+                    )
+                })?;
+                Some(ActorToken {
+                    token: Secret::new(token),
+                    token_type,
+                })
             }
         };
         match requested_token_type.as_deref() {
@@ -290,6 +321,7 @@ impl TokenExchangeRequest {
         Ok(Self {
             subject_token,
             subject_token_type,
+            actor,
             audience,
             requested_lifetime,
         })
@@ -430,16 +462,62 @@ mod tests {
     }
 
     #[test]
-    fn resource_scope_and_actor_are_refused_explicitly() {
+    fn resource_and_scope_are_refused_explicitly() {
         let mut p = OK.to_vec();
         p.push(("resource", "https://x"));
         assert_eq!(form(&p).unwrap_err().code, OAuthErrorCode::InvalidTarget);
         let mut p = OK.to_vec();
         p.push(("scope", "all"));
         assert_eq!(form(&p).unwrap_err().code, OAuthErrorCode::InvalidScope);
-        let mut p = OK.to_vec();
-        p.push(("actor_token_type", TOKEN_TYPE_JWT));
-        assert_eq!(form(&p).unwrap_err().code, OAuthErrorCode::InvalidRequest);
+    }
+
+    #[test]
+    fn an_actor_token_with_its_type_parses() {
+        for (uri, kind) in [
+            (TOKEN_TYPE_JWT, SubjectTokenType::Jwt),
+            (TOKEN_TYPE_ID_TOKEN, SubjectTokenType::IdToken),
+        ] {
+            let mut p = OK.to_vec();
+            p.push(("actor_token", "d.e.f"));
+            p.push(("actor_token_type", uri));
+            let actor = form(&p).unwrap().actor.unwrap();
+            assert_eq!(actor.token.expose(), "d.e.f");
+            assert_eq!(actor.token_type, kind);
+        }
+        assert!(form(&OK).unwrap().actor.is_none());
+    }
+
+    /// Stops a half-specified actor (RFC 8693 §2.1: `actor_token_type` is required with
+    /// `actor_token` and must not appear without it) from being read either way, and a
+    /// repeated actor parameter from letting two parsers pick different copies.
+    #[test]
+    fn actor_parameters_must_come_as_a_single_pair() {
+        let cases: [&[(&str, &str)]; 6] = [
+            &[("actor_token_type", TOKEN_TYPE_JWT)],
+            &[("actor_token", "d.e.f")],
+            &[("actor_token", ""), ("actor_token_type", TOKEN_TYPE_JWT)],
+            &[
+                ("actor_token", "d.e.f"),
+                ("actor_token_type", "urn:ietf:params:oauth:token-type:saml2"),
+            ],
+            &[
+                ("actor_token", "d.e.f"),
+                ("actor_token", "g.h.i"),
+                ("actor_token_type", TOKEN_TYPE_JWT),
+            ],
+            &[
+                ("actor_token", "d.e.f"),
+                ("actor_token_type", TOKEN_TYPE_JWT),
+                ("actor_token_type", TOKEN_TYPE_JWT),
+            ],
+        ];
+        for extra in cases {
+            let mut p = OK.to_vec();
+            p.extend_from_slice(extra);
+            let err = form(&p).unwrap_err();
+            assert_eq!(err.code, OAuthErrorCode::InvalidRequest, "{extra:?}");
+            assert!(err.description.contains("actor_token"), "{err}");
+        }
     }
 
     #[test]

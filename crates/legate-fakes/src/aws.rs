@@ -435,9 +435,11 @@ fn session_name_char(c: char) -> bool {
     c.is_ascii_alphanumeric() || "_+=,.@-".contains(c)
 }
 
-/// Session-tag key and value characters: `[\p{L}\p{Z}\p{N}_.:/=+\-@]`.
+/// Session-tag key and value characters: `[\p{L}\p{Z}\p{N}_.:/=+\-@]`. Control
+/// characters (tab, newline: category Cc, which `char::is_whitespace` admits) are not
+/// in `\p{Z}`.
 fn tag_char(c: char) -> bool {
-    c.is_alphanumeric() || c.is_whitespace() || "_.:/=+-@".contains(c)
+    ((c.is_alphanumeric() || c.is_whitespace()) && !c.is_control()) || "_.:/=+-@".contains(c)
 }
 
 /// Checks the modelled parameter constraints; every violation, in AWS's wording.
@@ -1166,6 +1168,9 @@ mod tests {
             json!({TAGS_CLAIM: {"principal_tags": {"k": "not-an-array"}}}),
             json!({TAGS_CLAIM: {"principal_tags": {"k": ["v"]}, "transitive_tag_keys": ["j"]}}),
             json!({TAGS_CLAIM: {"principal_tags": {"K": ["v"], "k": ["w"]}}}),
+            json!({TAGS_CLAIM: {"principal_tags": {"k": ["tab\tvalue"]}}}),
+            json!({TAGS_CLAIM: {"principal_tags": {"k": ["new\nline"]}}}),
+            json!({TAGS_CLAIM: {"principal_tags": {"k": ["semi;colon"]}}}),
             json!({SOURCE_IDENTITY_CLAIM: "aws:me"}),
             json!({SOURCE_IDENTITY_CLAIM: "x"}),
         ];

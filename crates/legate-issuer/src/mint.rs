@@ -66,6 +66,9 @@ pub struct MintedToken {
 /// worth little for long.
 pub const MAX_ASSERTION_LIFETIME_SECS: u64 = 300;
 
+/// The claims every cloud assertion carries; extra claims may not use these names.
+const ASSERTION_CLAIMS: [&str; 8] = ["iss", "sub", "aud", "exp", "iat", "nbf", "jti", "workload"];
+
 /// The prefix of a cloud assertion's `sub`: `target/<target name>`.
 ///
 /// A `/` cannot occur in a trust name, so this never collides with a `jwt` target's
@@ -171,6 +174,29 @@ impl Issuer {
         alg: SigningAlg,
         now: i64,
     ) -> Result<MintedToken, MintError> {
+        self.mint_assertion_with(req, &Map::new(), alg, now)
+    }
+
+    /// [`Self::mint_assertion`] plus `extra_claims`: the grant a cloud honours from the
+    /// assertion itself (AWS session tags and source identity). They may not reuse a
+    /// claim the assertion sets.
+    ///
+    /// # Errors
+    ///
+    /// Those of [`Self::mint_assertion`], and [`MintError::ReservedClaim`].
+    pub fn mint_assertion_with(
+        &self,
+        req: &AssertionRequest<'_>,
+        extra_claims: &Map<String, Value>,
+        alg: SigningAlg,
+        now: i64,
+    ) -> Result<MintedToken, MintError> {
+        if let Some(name) = extra_claims
+            .keys()
+            .find(|k| ASSERTION_CLAIMS.contains(&k.as_str()))
+        {
+            return Err(MintError::ReservedClaim(name.clone()));
+        }
         let exp = expiry(req.lifetime_secs, MAX_ASSERTION_LIFETIME_SECS, now)?;
         if req.target.is_empty() || req.target.contains('/') {
             return Err(MintError::InvalidTarget(
@@ -183,7 +209,7 @@ impl Issuer {
             }
         }
         let jti = crate::random_uuid().to_string();
-        let mut claims = Map::new();
+        let mut claims = extra_claims.clone();
         for (name, value) in [
             ("iss", json!(self.url())),
             (
@@ -435,6 +461,37 @@ mod tests {
             MintError::InvalidLifetime(0).to_string(),
             "invalid token lifetime 0s: use 1 to 86400 seconds"
         );
+    }
+
+    /// Stops grant claims from overriding what the cloud trusts in an assertion
+    /// (`sub`, `aud`, `workload`, …); other claims ride along.
+    #[test]
+    fn assertion_extra_claims_ride_along_but_cannot_override_its_claims() {
+        let issuer = issuer(SigningKey::generate(ES, None).unwrap());
+        let req = AssertionRequest {
+            target: "aws-deploy",
+            audience: "sts.amazonaws.com",
+            workload: "w",
+            lifetime_secs: 60,
+        };
+        let mut extra = Map::new();
+        extra.insert(
+            "https://aws.amazon.com/source_identity".into(),
+            json!("octo"),
+        );
+        let minted = issuer.mint_assertion_with(&req, &extra, ES, NOW).unwrap();
+        let payload = minted.token.expose().split('.').nth(1).unwrap();
+        let claims = decode_json(payload);
+        assert_eq!(claims["https://aws.amazon.com/source_identity"], "octo");
+        assert_eq!(claims["sub"], "target/aws-deploy");
+        for name in ASSERTION_CLAIMS {
+            let mut extra = Map::new();
+            extra.insert(name.to_owned(), json!("evil"));
+            assert!(matches!(
+                issuer.mint_assertion_with(&req, &extra, ES, NOW),
+                Err(MintError::ReservedClaim(n)) if n == name
+            ));
+        }
     }
 
     #[test]

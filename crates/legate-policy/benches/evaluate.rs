@@ -179,6 +179,7 @@ fn bench_evaluate(c: &mut Criterion) {
             now: 1_767_225_600,
             requested_lifetime: 900,
             issued_lifetime: 900,
+            actor: None,
         };
         let decision = engine.evaluate(&req);
         assert_eq!(decision.allowed, name != "empty", "{name}: {decision:?}");

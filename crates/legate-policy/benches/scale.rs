@@ -153,6 +153,7 @@ fn github_claims() -> Map<String, Value> {
 
 fn request(claims: &Map<String, Value>) -> PolicyRequest<'_> {
     PolicyRequest {
+        actor: None,
         trust: "github",
         issuer: "https://token.actions.githubusercontent.com",
         subject: "repo:octo-org/deploy:ref:refs/heads/main",

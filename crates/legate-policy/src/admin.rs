@@ -225,6 +225,7 @@ impl PolicyEngine {
         // The principal and its entities are built exactly as for an exchange; the
         // exchange's own request is then replaced by the admin one.
         let as_exchange = PolicyRequest {
+            actor: None,
             trust: req.trust,
             issuer: req.issuer,
             subject: req.subject,

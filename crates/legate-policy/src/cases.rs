@@ -177,6 +177,7 @@ pub fn run_case(engine: &PolicyEngine, case: &PolicyCase) -> Result<Decision, Ca
         now: case.now,
         requested_lifetime: case.requested_lifetime,
         issued_lifetime: case.issued_lifetime.unwrap_or(case.requested_lifetime),
+        actor: None,
     });
     let mut problems = Vec::new();
     let expected_allow = case.expect == Expectation::Allow;

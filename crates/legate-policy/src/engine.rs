@@ -53,6 +53,22 @@ pub struct PolicyRequest<'a> {
     /// Seconds: the lifetime Legate would issue (after the target's cap and the
     /// subject token's own expiry).
     pub issued_lifetime: u64,
+    /// The verified actor token of a delegated exchange (RFC 8693 §2.1), if any:
+    /// `context.actor`, and `context.has_actor` is true.
+    pub actor: Option<PolicyActor<'a>>,
+}
+
+/// A verified actor token, as policies see it (`context.actor`).
+#[derive(Debug, Clone, Copy)]
+pub struct PolicyActor<'a> {
+    /// The trust name of the actor token's issuer (one passed at load).
+    pub trust: &'a str,
+    /// The actor token's issuer URL.
+    pub issuer: &'a str,
+    /// The actor token's subject.
+    pub subject: &'a str,
+    /// All claims of the verified actor token.
+    pub claims: &'a serde_json::Map<String, serde_json::Value>,
 }
 
 /// The outcome of [`PolicyEngine::evaluate`].
@@ -860,6 +876,7 @@ mod tests {
             now: 1_767_225_600,
             requested_lifetime: 60,
             issued_lifetime: 60,
+            actor: None,
         }
     }
 
@@ -1232,6 +1249,71 @@ mod tests {
         assert_eq!(engine.slice_len("t1", "x0"), Some(0));
     }
 
+    /// Stops a delegated exchange from being approved without its actor: a policy that
+    /// requires a host attestation alongside the CI identity denies the CI identity
+    /// alone, and an actor from the wrong trust.
+    #[test]
+    fn a_policy_can_require_an_actor_from_a_given_trust() {
+        let engine = engine(
+            r#"@id("ci-on-attested-host") permit(
+                 principal in Legate::Issuer::"t0",
+                 action == Legate::Action::"exchange",
+                 resource == Legate::Target::"x0"
+               ) when {
+                 principal.subject == "s0" && context.has_actor && context has actor &&
+                 context.actor.trust == "t1" && context.actor.subject == "host-7" &&
+                 context.actor.issuer == "https://t1.invalid" &&
+                 context.actor.claims has env && context.actor.claims.env == "attested"
+               };"#,
+        );
+        let actor_claims = claims(json!({"env": "attested", "deep": {"a": [1]}}));
+        let claims = claims(json!({}));
+        let actor = PolicyActor {
+            trust: "t1",
+            issuer: "https://t1.invalid",
+            subject: "host-7",
+            claims: &actor_claims,
+        };
+        let with = PolicyRequest {
+            actor: Some(actor),
+            ..request(&claims)
+        };
+        for decision in [
+            engine.evaluate(&with),
+            engine.evaluate_unsliced(&with),
+            engine.evaluate_reference(&with),
+        ] {
+            assert!(decision.allowed, "{decision:?}");
+        }
+        assert!(!engine.evaluate(&request(&claims)).allowed);
+        let wrong_trust = PolicyRequest {
+            actor: Some(PolicyActor {
+                trust: "t2",
+                ..actor
+            }),
+            ..request(&claims)
+        };
+        assert!(!engine.evaluate(&wrong_trust).allowed);
+    }
+
+    /// Stops a policy from reading `context.actor` unguarded: strict validation refuses
+    /// it at load (it would err at request time, and an erring `forbid` denies all).
+    #[test]
+    fn reading_the_actor_without_a_guard_is_refused_at_load() {
+        let err = PolicyEngine::from_sources(
+            crate::BUNDLED_SCHEMA,
+            &[(
+                "p.cedar".to_owned(),
+                r#"@id("unguarded") permit(principal, action, resource)
+                   when { context.actor.trust == "t1" };"#
+                    .to_owned(),
+            )],
+            &targets(),
+            &TRUSTS.map(String::from),
+        );
+        assert!(err.is_err(), "an unguarded `context.actor` must not load");
+    }
+
     #[test]
     fn invalid_configuration_is_rejected() {
         let load = |targets: &[TargetInfo], trusts: &[&str]| {
@@ -1380,6 +1462,7 @@ mod tests {
                 now: self.now,
                 requested_lifetime: self.requested_lifetime,
                 issued_lifetime: self.requested_lifetime,
+                actor: None,
             }
         }
     }

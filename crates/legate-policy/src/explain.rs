@@ -413,6 +413,7 @@ mod tests {
 
     fn request(claims: &Map<String, Value>) -> PolicyRequest<'_> {
         PolicyRequest {
+            actor: None,
             trust: "t0",
             issuer: "https://t0.invalid",
             subject: "s0",
@@ -626,6 +627,7 @@ when { principal.claims has runner_id && principal.claims.runner_id > 5 };
         ) {
             let engine = bundled();
             let req = PolicyRequest {
+                actor: None,
                 trust: &trust,
                 issuer: "https://issuer.invalid",
                 subject: "s",

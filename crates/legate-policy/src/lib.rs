@@ -15,7 +15,9 @@
 //! - resource `Legate::Target::"<name>"` with attributes `name`, `kind`, `audience` and the
 //!   target's labels as entity tags;
 //! - context `source_ip`, `request_time`, `utc_hour`, `utc_weekday`, `requested_lifetime`,
-//!   `has_actor`.
+//!   `issued_lifetime`, `has_actor`, and `actor` (a record `trust`, `issuer`, `subject`,
+//!   `claims`) when a verified actor token accompanies the request; actor claims are
+//!   converted like subject claims, all of them (no pruning).
 //!
 //! Requests and entities are built *without* the schema, so claims the schema does not
 //! declare never break evaluation; they are merely unreachable from (validated) policies.
@@ -77,7 +79,9 @@ pub use cases::{
     CaseFailure, CaseFileError, CaseReport, Expectation, PolicyCase, parse_cases, run_case,
     run_cases,
 };
-pub use engine::{Decision, DecisionReason, LoadOptions, PolicyEngine, PolicyRequest, TargetInfo};
+pub use engine::{
+    Decision, DecisionReason, LoadOptions, PolicyActor, PolicyEngine, PolicyRequest, TargetInfo,
+};
 pub use explain::{
     Explanation, Failure, FailureKind, PieceResult, PolicyExplanation, PolicyOutcome,
 };

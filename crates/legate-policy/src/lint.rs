@@ -1154,6 +1154,7 @@ mod tests {
             .unwrap()
             .clone();
         let decision = engine.evaluate(&PolicyRequest {
+            actor: None,
             trust: "gh",
             issuer: "https://i",
             subject: "s",
@@ -1348,6 +1349,7 @@ mod tests {
             .clone();
             for trust in ["gl", "k8s", "plain"] {
                 let decision = engine.evaluate(&PolicyRequest {
+                    actor: None,
                     trust,
                     issuer: "https://i",
                     subject: sub,
@@ -1380,6 +1382,7 @@ mod tests {
         let decide = |trust| {
             engine
                 .evaluate(&PolicyRequest {
+                    actor: None,
                     trust,
                     issuer: "https://i",
                     subject: "s",

@@ -20,7 +20,7 @@ use serde_json::{Map, Value};
 use smol_str::SmolStr;
 
 use crate::claim_refs::ClaimsRead;
-use crate::engine::{PolicyRequest, TargetInfo};
+use crate::engine::{PolicyActor, PolicyRequest, TargetInfo};
 
 /// Claims nesting deeper than this (arrays and objects) fail the request: deep nesting has
 /// no legitimate use and recursion must be bounded.
@@ -316,7 +316,8 @@ impl Times {
 }
 
 /// The request context: `source_ip` (left out when unknown), `request_time`, `utc_hour`,
-/// `utc_weekday` (0 = Monday), `requested_lifetime`, `issued_lifetime`, `has_actor`.
+/// `utc_weekday` (0 = Monday), `requested_lifetime`, `issued_lifetime`, `has_actor`, and
+/// `actor` (left out when there is none).
 fn context_value(
     req: &PolicyRequest<'_>,
     ips: &IpExprCache,
@@ -326,9 +327,15 @@ fn context_value(
         .into_iter()
         .map(|(name, value)| (SmolStr::new_static(name), cst::Value::from(value)))
         .collect();
-    fields.insert(SmolStr::new_static("has_actor"), cst::Value::from(false));
+    fields.insert(
+        SmolStr::new_static("has_actor"),
+        cst::Value::from(req.actor.is_some()),
+    );
     if let Some(ip) = req.source_ip {
         fields.insert(SmolStr::new_static("source_ip"), ips.get(ip)?);
+    }
+    if let Some(actor) = &req.actor {
+        fields.insert(SmolStr::new_static("actor"), actor_value(actor)?);
     }
     Ok(cst::Context::Value(Arc::new(fields)))
 }
@@ -341,12 +348,18 @@ fn context_reference(req: &PolicyRequest<'_>) -> Result<Context, RequestBuildErr
             RestrictedExpression::new_ip(ip_text(ip)),
         )
     });
+    let actor = req
+        .actor
+        .as_ref()
+        .map(actor_record)
+        .transpose()?
+        .map(|record| ("actor".to_owned(), record));
     let numbers = Times::of(req)?
         .pairs()
         .map(|(name, value)| (name.to_owned(), RestrictedExpression::new_long(value)));
-    Context::from_pairs(source_ip.into_iter().chain(numbers).chain([(
+    Context::from_pairs(source_ip.into_iter().chain(actor).chain(numbers).chain([(
         "has_actor".to_owned(),
-        RestrictedExpression::new_bool(false),
+        RestrictedExpression::new_bool(req.actor.is_some()),
     )]))
     .map_err(|e| RequestBuildError::Context(e.to_string()))
 }
@@ -357,6 +370,37 @@ fn ip_value(ip: IpAddr) -> Result<cst::Value, RequestBuildError> {
     RestrictedEvaluator::new(Extensions::all_available())
         .interpret(AsRef::<cst::RestrictedExpr>::as_ref(&expr).as_borrowed())
         .map_err(|e| RequestBuildError::Context(e.to_string()))
+}
+
+/// `context.actor`: the verified actor token as a record `trust`, `issuer`, `subject`,
+/// `claims`. Every actor claim is converted (the slices prune subject claims only), with
+/// the same rules and depth bound as subject claims.
+fn actor_value(actor: &PolicyActor<'_>) -> Result<cst::Value, RequestBuildError> {
+    let fields: BTreeMap<SmolStr, cst::Value> = [
+        ("trust", cst::Value::from(actor.trust)),
+        ("issuer", cst::Value::from(actor.issuer)),
+        ("subject", cst::Value::from(actor.subject)),
+        ("claims", claims_value(actor.claims, &ClaimsRead::All)?),
+    ]
+    .into_iter()
+    .map(|(name, value)| (SmolStr::new_static(name), value))
+    .collect();
+    Ok(cst::Value::record_arc(Arc::new(fields), None))
+}
+
+/// [`actor_value`] through the public API.
+fn actor_record(actor: &PolicyActor<'_>) -> Result<RestrictedExpression, RequestBuildError> {
+    let string = |v: &str| RestrictedExpression::new_string(v.to_owned());
+    RestrictedExpression::new_record([
+        ("trust".to_owned(), string(actor.trust)),
+        ("issuer".to_owned(), string(actor.issuer)),
+        ("subject".to_owned(), string(actor.subject)),
+        (
+            "claims".to_owned(),
+            claims_record(actor.claims, &ClaimsRead::All)?,
+        ),
+    ])
+    .map_err(|e| RequestBuildError::Context(e.to_string()))
 }
 
 /// `ip` as Cedar's `ip()` extension accepts it.
@@ -651,6 +695,7 @@ mod tests {
             now: 1_767_274_200,
             requested_lifetime: 60,
             issued_lifetime: 60,
+            actor: None,
         };
         let get = |ctx: &Context, k: &str| ctx.get(k).unwrap().to_string();
         let ips = IpExprCache::new();
@@ -714,12 +759,24 @@ mod tests {
             unreachable!()
         };
         let ips = IpExprCache::new();
-        for source_ip in [
-            None,
-            Some("2001:db8::1".parse().unwrap()),
-            Some("::ffff:10.0.0.1".parse().unwrap()),
+        let Value::Object(actor_claims) = json!({
+            "iss": "https://attest.example", "sub": "host:build-7", "tpm": {"pcr": [0, 7]}
+        }) else {
+            unreachable!()
+        };
+        let actor = PolicyActor {
+            trust: "attest",
+            issuer: "https://attest.example",
+            subject: "host:build-7",
+            claims: &actor_claims,
+        };
+        for (source_ip, actor) in [
+            (None, None),
+            (Some("2001:db8::1".parse().unwrap()), Some(actor)),
+            (Some("::ffff:10.0.0.1".parse().unwrap()), None),
         ] {
             let req = PolicyRequest {
+                actor,
                 trust: "github",
                 issuer: "https://token.actions.githubusercontent.com",
                 subject: "repo:a/b:ref:refs/heads/main",

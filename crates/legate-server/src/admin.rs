@@ -279,6 +279,7 @@ pub fn explain<'t>(
     let issued_lifetime =
         crate::token::issued_lifetime(target, input.requested_lifetime, replay, exp, now);
     Ok(engine.explain(&PolicyRequest {
+        actor: None,
         trust: &trust,
         issuer: iss,
         subject: sub,

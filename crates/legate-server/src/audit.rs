@@ -82,6 +82,10 @@ pub struct AuditEvent {
     /// Hex SHA-256 of the presented subject token.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub subject_token_sha256: Option<String>,
+    /// The actor token of a delegated exchange (RFC 8693 `actor_token`): its hash,
+    /// trust, issuer, subject and `jti` hash — never the token.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub actor: Option<crate::actor::ActorAudit>,
     /// The cloud's own error code, when a cloud refused or failed (escaped, bounded).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub cloud_error_code: Option<String>,

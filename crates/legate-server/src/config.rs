@@ -15,7 +15,7 @@ use legate_core::Alg;
 use legate_issuer::SigningAlg;
 use legate_state::ReplayMode;
 use legate_sts::{
-    AwsTarget, AzureTarget, CacheSettings, CloudTarget, GcpTarget, Target, TargetKind,
+    AwsTarget, AzureTarget, CacheSettings, CloudTarget, GcpTarget, Shaping, Target, TargetKind,
 };
 use serde::Deserialize;
 use toml::Spanned;
@@ -493,6 +493,11 @@ struct RawTarget {
     client_id: Option<String>,
     scope: Option<String>,
     authority_host: Option<String>,
+    // Grant shaping (`aws`: the first three; `jwt`: `copy_claims`).
+    session_tags: Option<BTreeMap<String, String>>,
+    transitive_tag_keys: Option<Vec<String>>,
+    source_identity: Option<String>,
+    copy_claims: Option<Vec<String>>,
 }
 
 impl RawTarget {
@@ -1253,7 +1258,14 @@ impl Checker<'_> {
                     &err,
                 )?)),
             };
-            let target = match cloud {
+            let shaping = Shaping {
+                session_tags: t.session_tags.clone().unwrap_or_default(),
+                transitive_tag_keys: t.transitive_tag_keys.clone().unwrap_or_default(),
+                source_identity: t.source_identity.clone(),
+                copy_claims: t.copy_claims.clone().unwrap_or_default(),
+            };
+            shaping.check(kind).map_err(|e| err(e.key, e.message))?;
+            let mut target = match cloud {
                 None => {
                     let Some(audience) = t.audience else {
                         return Err(err("audience", "required for `jwt` targets".into()));
@@ -1298,6 +1310,7 @@ impl Checker<'_> {
                     )
                 }
             };
+            target.shaping = shaping;
             out.push(target);
         }
         // SECURITY: a `jwt` target whose audience a cloud honours would let its tokens be
@@ -2378,6 +2391,72 @@ scope = "https://management.azure.com/.default"
             "max_lifetime_secs = 3600",
             "max_lifetime_secs = 86400",
             "target[1].max_lifetime_secs",
+        );
+    }
+
+    #[test]
+    fn grant_shaping_keys_load_onto_their_targets() {
+        let src = with_clouds()
+            .replacen(
+                "max_lifetime_secs = 3600",
+                "max_lifetime_secs = 3600\nsession_tags = { Repo = \"repository\", Env = \"environment\" }\ntransitive_tag_keys = [\"Repo\"]\nsource_identity = \"actor\"",
+                1,
+            )
+            .replacen(
+                "labels = { env = \"prod\" }",
+                "labels = { env = \"prod\" }\ncopy_claims = [\"repository\", \"ref\"]",
+                1,
+            );
+        let c = load(&src).unwrap();
+        let (jwt, aws) = (&c.targets[0], &c.targets[1]);
+        assert_eq!(jwt.shaping.copy_claims, ["repository", "ref"]);
+        assert_eq!(aws.shaping.session_tags.len(), 2);
+        assert_eq!(aws.shaping.transitive_tag_keys, ["Repo"]);
+        assert_eq!(aws.shaping.source_identity.as_deref(), Some("actor"));
+    }
+
+    /// Stops grant shaping AWS (or Legate's own claims) would refuse from loading: the
+    /// error names the file, the target's line and the key.
+    #[test]
+    fn grant_shaping_that_cannot_work_is_refused_with_file_line_and_key() {
+        let aws = "max_lifetime_secs = 3600";
+        for (extra, key) in [
+            (
+                "session_tags = { \"aws:team\" = \"team\" }",
+                "target[1].session_tags",
+            ),
+            (
+                "session_tags = { \"a;b\" = \"team\" }",
+                "target[1].session_tags",
+            ),
+            (
+                "session_tags = { A = \"a\" }\ntransitive_tag_keys = [\"B\"]",
+                "target[1].transitive_tag_keys",
+            ),
+            ("copy_claims = [\"ref\"]", "target[1].copy_claims"),
+        ] {
+            let e = refused(aws, &format!("{aws}\n{extra}"), key);
+            assert!(e.line.is_some(), "{e}");
+            assert!(e.to_string().starts_with("legate.toml:"), "{e}");
+        }
+        let fifty_one: Vec<String> = (0..51).map(|i| format!("k{i} = \"c\"")).collect();
+        refused(
+            aws,
+            &format!("{aws}\nsession_tags = {{ {} }}", fifty_one.join(", ")),
+            "target[1].session_tags",
+        );
+        for claim in ["sub", "aud", "act", "workload"] {
+            let e = refused(
+                "labels = { env = \"prod\" }",
+                &format!("labels = {{ env = \"prod\" }}\ncopy_claims = [\"{claim}\"]"),
+                "target[0].copy_claims",
+            );
+            assert!(e.message.contains("cannot be copied"), "{e}");
+        }
+        refused(
+            "kind = \"gcp\"",
+            "kind = \"gcp\"\nsource_identity = \"actor\"",
+            "target[2].source_identity",
         );
     }
 

@@ -22,6 +22,7 @@
 //! (the accept loop and its limits), and this file
 //! (routers, [`run`] and [`run_operator`]).
 
+pub mod actor;
 pub mod admin;
 pub mod app;
 pub mod audit;

@@ -3,20 +3,24 @@
 //! The path, in order (each step returns a typed [`Rejection`] or moves on):
 //!
 //! 1. parse the form; find the target;
-//! 2. read the token's shape and claimed issuer, then verify it against that trust;
-//! 3. decide with policy;
+//! 2. read the token's shape and claimed issuer, then verify it against that trust; the
+//!    same for the actor token, if any, against its own trust ([`crate::actor`]);
+//! 3. decide with policy; then shape the grant from the verified claims (a claim that
+//!    breaks the target's limits refuses the exchange);
 //! 4. (rate limits, when they land);
 //! 5. reserve the request's audit slot — a full audit queue refuses here, 503;
-//! 6. record `(iss, jti)` for single-use trusts;
+//! 6. record `(iss, jti)` for single-use trusts: the subject's, then the actor's;
 //! 7. issue through the target's provider;
 //! 8. write the audit event, derived once from the outcome ([`Facts::into_event`]).
 //!
-//! A refusal at any step before 6 never uses up the `jti`: a token that policy denies,
+//! A refusal at any step before 6 never uses up a `jti`: a token that policy denies,
 //! or that meets a full audit queue, can be presented again once the cause is fixed.
+//! A refusal in step 6, or a transient cloud failure in 7, gives back the records made.
 //!
 //! The exchange runs in its own task: a client that disconnects mid-exchange drops only
 //! the wait for the answer, never the exchange, so its audit event is always written.
 
+use std::borrow::Cow;
 use std::net::{IpAddr, SocketAddr};
 
 use axum::Json;
@@ -32,12 +36,13 @@ use legate_core::exchange::{
 use legate_core::jws::MAX_TOKEN_BYTES;
 use legate_core::text::{escape_untrusted, escape_untrusted_within};
 use legate_issuer::MINTED_TOKEN_TYPE;
-use legate_policy::{Decision, DecisionReason, PolicyRequest};
+use legate_policy::{Decision, DecisionReason, PolicyActor, PolicyRequest};
 use legate_state::{MAX_JTI_BYTES, ReplayMode, ReplayVerdict, StateError};
 use legate_sts::{
-    Credential, ExchangeError, Grant, IssueRequest, Target, TargetKind, workload_claim,
+    Credential, ExchangeError, IssueRequest, ShapeError, Target, TargetKind, workload_claim,
 };
 
+use crate::actor::{self, ActorAudit};
 use crate::app::AppState;
 use crate::audit::{AuditEvent, AuditSlot, Outcome};
 use crate::error::{ApiError, no_store};
@@ -117,8 +122,15 @@ pub enum Rejection {
         /// Why.
         detail: String,
     },
+    /// The actor token was refused: the inner rejection says why (its audit reason is
+    /// prefixed `actor_`; its wire answer is the inner one, so a bad actor token looks
+    /// exactly like a bad subject token).
+    Actor(Box<Rejection>),
     /// Policy said no, for this reason (the decision itself is in the audit facts).
     Policy(DecisionReason),
+    /// The verified claims cannot be shaped into the target's grant (a missing claim, a
+    /// value over an AWS limit): refused, never truncated.
+    Grant(ShapeError),
     /// The audit queue is full: nothing may be issued unaudited.
     AuditQueueFull,
     /// The replay cache cannot answer (full, or its backend is down).
@@ -132,13 +144,23 @@ pub enum Rejection {
 impl Rejection {
     fn outcome(&self) -> Outcome {
         match self {
-            Self::Token { .. } | Self::Policy(_) => Outcome::Deny,
+            Self::Token { .. } | Self::Policy(_) | Self::Grant(_) => Outcome::Deny,
+            Self::Actor(inner) => inner.outcome(),
             _ => Outcome::Error,
         }
     }
 
-    fn reason(&self) -> &str {
+    fn reason(&self) -> Cow<'_, str> {
         match self {
+            Self::Actor(inner) => Cow::Owned(format!("actor_{}", inner.reason())),
+            other => Cow::Borrowed(other.own_reason()),
+        }
+    }
+
+    fn own_reason(&self) -> &str {
+        match self {
+            Self::Actor(_) => "actor",
+            Self::Grant(e) => e.reason_code(),
             Self::PeerUnknown => "peer_address_unknown",
             Self::BadRequest { .. } => "bad_request",
             Self::UnknownTarget => "unknown_target",
@@ -160,6 +182,8 @@ impl Rejection {
             Self::UnknownTarget => "no such target".to_owned(),
             Self::Token { detail, .. } | Self::KeysUnavailable { detail, .. } => detail.clone(),
             Self::Policy(_) => "denied by policy".to_owned(),
+            Self::Actor(inner) => format!("actor token: {}", inner.detail()),
+            Self::Grant(e) => e.to_string(),
             Self::AuditQueueFull => {
                 "the audit queue is full; nothing was recorded or issued".to_owned()
             }
@@ -180,9 +204,14 @@ impl Rejection {
                 ApiError::new(*code, description.clone(), request_id)
             }
             Self::UnknownTarget => ApiError::new(InvalidTarget, "unknown audience", request_id),
-            Self::Token { .. } | Self::Policy(_) | Self::State(StateError::JtiTooLong { .. }) => {
-                ApiError::rejected(request_id)
-            }
+            Self::Actor(inner) => inner.api_error(request_id),
+            // A grant that cannot be shaped is the subject token's claims being
+            // unacceptable for this target: RFC 8693 §2.2.2 `invalid_request`, the
+            // generic answer.
+            Self::Token { .. }
+            | Self::Policy(_)
+            | Self::Grant(_)
+            | Self::State(StateError::JtiTooLong { .. }) => ApiError::rejected(request_id),
             Self::KeysUnavailable { .. } => ApiError::new(
                 TemporarilyUnavailable,
                 "the issuer's keys are unavailable; retry later",
@@ -213,6 +242,7 @@ struct Facts {
     source_ip: Option<IpAddr>,
     peer_known: bool,
     subject_token_sha256: Option<String>,
+    actor: Option<ActorAudit>,
     target: Option<String>,
     trust: Option<String>,
     issuer: Option<String>,
@@ -239,6 +269,7 @@ impl Facts {
             source_ip,
             peer_known: peer.is_some(),
             subject_token_sha256: None,
+            actor: None,
             target: None,
             trust: None,
             issuer: None,
@@ -276,7 +307,7 @@ impl Facts {
             ),
             Err(rejection) => (
                 rejection.outcome(),
-                rejection.reason().to_owned(),
+                rejection.reason().into_owned(),
                 Some(rejection.detail()),
             ),
         };
@@ -306,6 +337,7 @@ impl Facts {
             lifetime_secs: self.lifetime_secs,
             issued_jti: self.issued_jti,
             subject_token_sha256: self.subject_token_sha256,
+            actor: self.actor,
             cloud_error_code,
             cloud_request_id,
             latency_us,
@@ -393,6 +425,22 @@ async fn exchange(
         }
         (_, jti) => jti,
     };
+    let actor = match &req.actor {
+        None => None,
+        Some(token) => {
+            let audit = facts.actor.insert(ActorAudit::default());
+            let verified = actor::verify(
+                state,
+                token,
+                facts.subject_token_sha256.as_deref(),
+                now,
+                audit,
+            )
+            .await
+            .map_err(|e| Rejection::Actor(Box::new(e)))?;
+            Some(verified)
+        }
+    };
 
     // 3. Policy.
     let lifetime = issued_lifetime(
@@ -415,12 +463,27 @@ async fn exchange(
             .requested_lifetime
             .unwrap_or_else(|| target.lifetime_for(None)),
         issued_lifetime: lifetime,
+        actor: actor.as_ref().map(|a| PolicyActor {
+            trust: a.trust.name(),
+            issuer: a.claims.issuer(),
+            subject: a.claims.subject(),
+            claims: a.claims.claims(),
+        }),
     });
     policy.record_shadow(&decision);
     let (allowed, reason) = (decision.allowed, decision.reason);
     facts.decision = Some(decision);
     if !allowed {
         return Err(Rejection::Policy(reason));
+    }
+    // The grant, from the verified claims; the actor chain for `jwt` targets (a cloud
+    // honours no `act`; the audit event records the actor).
+    let mut grant = target
+        .shaping
+        .shape(claims.claims())
+        .map_err(Rejection::Grant)?;
+    if target.kind == TargetKind::Jwt {
+        grant.act = actor.as_ref().map(|a| a.act.clone());
     }
 
     // 4. Rate limits arrive here.
@@ -454,6 +517,33 @@ async fn exchange(
             Err(e) => return Err(Rejection::State(e)),
         }
     }
+    let subject_record = match (replay, jti) {
+        (ReplayMode::SingleUse, Some(jti)) => Some((trust.name(), claims.issuer(), jti)),
+        _ => None,
+    };
+    let actor_record = actor
+        .as_ref()
+        .and_then(|a| Some((a.trust.name(), a.claims.issuer(), a.single_use_jti()?)));
+    if let (Some(a), Some((actor_trust, actor_iss, actor_jti))) = (&actor, actor_record) {
+        let verdict = state
+            .inner
+            .replay
+            .check_and_record(actor_trust, actor_iss, actor_jti, a.retain_until(), now)
+            .await;
+        let refusal = match verdict {
+            Ok(ReplayVerdict::Fresh) => None,
+            Ok(ReplayVerdict::Replayed) => Some(Rejection::Token {
+                reason: "replayed",
+                detail: "this (iss, jti) was already exchanged".to_owned(),
+            }),
+            Err(e) => Some(Rejection::State(e)),
+        };
+        if let Some(refusal) = refusal {
+            // Nothing is issued: the subject's `jti` is given back.
+            release(state, subject_record, &facts.request_id).await;
+            return Err(Rejection::Actor(Box::new(refusal)));
+        }
+    }
 
     // 7. Issue through the target's provider.
     let Some(provider) = state.inner.providers.get(&target.kind) else {
@@ -472,7 +562,7 @@ async fn exchange(
                 upstream_issuer: claims.issuer(),
                 upstream_subject: claims.subject(),
                 lifetime_secs: lifetime,
-                grant: Grant::default(),
+                grant,
                 request_id: &facts.request_id,
             },
             now,
@@ -481,17 +571,11 @@ async fn exchange(
     let issued = match issued {
         Ok(issued) => issued,
         Err(e) => {
-            // A transient cloud failure gives the `jti` back, so the client can retry
-            // with the same token; nothing was issued.
-            if e.is_transient()
-                && let (ReplayMode::SingleUse, Some(jti)) = (replay, jti)
-                && let Err(release) = state
-                    .inner
-                    .replay
-                    .release(trust.name(), claims.issuer(), jti)
-                    .await
-            {
-                tracing::warn!(request_id = %facts.request_id, error = %release, "replay record not released");
+            // A transient cloud failure gives the `jti`s back (subject and actor), so
+            // the client can retry with the same tokens; nothing was issued.
+            if e.is_transient() {
+                release(state, subject_record, &facts.request_id).await;
+                release(state, actor_record, &facts.request_id).await;
             }
             return Err(Rejection::Cloud(e));
         }
@@ -532,6 +616,16 @@ async fn exchange(
             aws_credentials: None,
         },
     })
+}
+
+/// Gives back a replay record made by this exchange, if any (best effort: a failure is
+/// logged, and the `jti` stays used up — fail closed).
+async fn release(state: &AppState, record: Option<(&str, &str, &str)>, request_id: &str) {
+    if let Some((trust, issuer, jti)) = record
+        && let Err(e) = state.inner.replay.release(trust, issuer, jti).await
+    {
+        tracing::warn!(request_id = %request_id, error = %e, "replay record not released");
+    }
 }
 
 /// Reads and parses the form body.

@@ -139,10 +139,14 @@ impl AwsProvider {
         };
         let audience = request.target.audience.as_str();
         let session = session_name(&request.workload);
+        // Session tags and source identity travel in the assertion: AWS takes them from
+        // the web identity token only (protocols.md §2.1).
+        let grant_claims = request.grant.aws_claims();
         let duration = i32::try_from(duration_seconds(request.lifetime_secs)).unwrap_or(i32::MAX);
         tracing::debug!(target = %request.target.name, request_id = request.request_id, session = %session, duration, "sts:AssumeRoleWithWebIdentity");
         with_retries(CLOUD, &client.policy, |_| {
             let session = session.clone();
+            let grant_claims = &grant_claims;
             async move {
                 // A fresh assertion per attempt: it is cheap, and no attempt reuses a `jti`.
                 let assertion = crate::mint_assertion(
@@ -151,6 +155,7 @@ impl AwsProvider {
                     request.target,
                     audience,
                     &request.workload,
+                    grant_claims,
                     now,
                 )
                 .map_err(AttemptError::fatal)?;
@@ -609,6 +614,44 @@ mod tests {
         );
         let token = sent.form_value("WebIdentityToken").unwrap();
         check_assertion(&token, "aws-deploy", "sts.amazonaws.com", "ES256");
+    }
+
+    /// The grant's session tags and source identity reach STS inside the assertion
+    /// (AWS reads them from the web identity token only), never as API parameters.
+    #[tokio::test]
+    async fn session_tags_and_source_identity_ride_in_the_assertion() {
+        let server = TestServer::start(vec![Reply::xml(200, SUCCESS)]).await;
+        let target = aws_target(&server.url);
+        let provider = AwsProvider::new(
+            issuer(),
+            SigningAlg::Es256,
+            std::slice::from_ref(&target),
+            Some(fast_policy(5)),
+        )
+        .unwrap();
+        let shaping = crate::Shaping {
+            session_tags: [("Repo".to_owned(), "repository".to_owned())].into(),
+            transitive_tag_keys: vec!["Repo".to_owned()],
+            source_identity: Some("actor".to_owned()),
+            ..crate::Shaping::default()
+        };
+        let claims = serde_json::json!({"repository": "org/repo", "actor": "octocat"});
+        let mut req = request(&target, 900);
+        req.grant = shaping.shape(claims.as_object().unwrap()).unwrap();
+        provider.issue(req, NOW).await.unwrap();
+        let sent = &server.requests()[0];
+        assert!(sent.form_value("Tags.member.1.Key").is_none());
+        assert!(sent.form_value("SourceIdentity").is_none());
+        let token = sent.form_value("WebIdentityToken").unwrap();
+        let claims = check_assertion(&token, "aws-deploy", "sts.amazonaws.com", "ES256");
+        assert_eq!(
+            claims["https://aws.amazon.com/tags"],
+            serde_json::json!({
+                "principal_tags": {"Repo": ["org/repo"]},
+                "transitive_tag_keys": ["Repo"],
+            })
+        );
+        assert_eq!(claims["https://aws.amazon.com/source_identity"], "octocat");
     }
 
     /// Stops a refused role or assertion from being hammered with retries.

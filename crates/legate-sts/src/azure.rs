@@ -112,6 +112,7 @@ impl AzureProvider {
                 request.target,
                 AZURE_ASSERTION_AUDIENCE,
                 &request.workload,
+                &serde_json::Map::new(),
                 now,
             )
             .map_err(AttemptError::fatal)?;

@@ -302,7 +302,7 @@ mod tests {
 
     use super::*;
     use crate::fixtures::{NOW, request, target};
-    use crate::{AwsTarget, CloudTarget, Target};
+    use crate::{AwsTarget, CloudTarget, Shaping, Target};
 
     /// An in-process cloud: counts calls, answers after a pause with a credential
     /// expiring `lifetime` after the call's `now` (or an error while `fail` is set).
@@ -480,6 +480,38 @@ mod tests {
         req.subject = "github:repo:org/other:ref:refs/heads/main".into();
         provider.issue(req, NOW).await.unwrap();
         provider.issue(request(&b, 3600), NOW).await.unwrap();
+        assert_eq!(cloud.calls.load(Ordering::SeqCst), 3);
+    }
+
+    /// Stops two workloads of one identity whose claims give different session tags
+    /// (or source identities) from sharing one credential: the second would act with
+    /// the first's tags, which ABAC policies grant on.
+    #[tokio::test]
+    async fn different_session_tags_or_source_identities_do_not_share_credentials() {
+        let (_cache, cloud, provider) = setup();
+        let target = aws();
+        let shaping = Shaping {
+            session_tags: [("Env".to_owned(), "environment".to_owned())].into(),
+            source_identity: Some("actor".to_owned()),
+            ..Shaping::default()
+        };
+        let grant = |env: &str, actor: &str| {
+            let claims = serde_json::json!({"environment": env, "actor": actor});
+            shaping.shape(claims.as_object().unwrap()).unwrap()
+        };
+        let issue = |grant: Grant| {
+            let mut req = request(&target, 3600);
+            req.grant = grant;
+            provider.issue(req, NOW)
+        };
+        let dev = key_id(&issue(grant("dev", "alice")).await.unwrap());
+        let prod = key_id(&issue(grant("prod", "alice")).await.unwrap());
+        let bob = key_id(&issue(grant("dev", "bob")).await.unwrap());
+        assert_ne!(dev, prod);
+        assert_ne!(dev, bob);
+        assert_eq!(cloud.calls.load(Ordering::SeqCst), 3);
+        // The same grant again is served from the cache.
+        assert_eq!(key_id(&issue(grant("prod", "alice")).await.unwrap()), prod);
         assert_eq!(cloud.calls.load(Ordering::SeqCst), 3);
     }
 

@@ -134,6 +134,7 @@ impl GcpProvider {
                 request.target,
                 &request.target.audience,
                 &request.workload,
+                &serde_json::Map::new(),
                 now,
             )
             .map_err(AttemptError::fatal)?;

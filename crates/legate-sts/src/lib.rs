@@ -18,15 +18,16 @@
 //! left.
 //!
 //! What it does not do: no verification of upstream tokens and no policy (the server runs
-//! both first, and calls the cache after the decision); no grant shaping yet (session
-//! tags, source identity: [`Grant`] holds the place).
+//! both first, and calls the cache after the decision). Grant shaping ([`Shaping`]: AWS
+//! session tags and source identity, a `jwt` target's copied claims) reads verified
+//! claims the server hands over; it decides nothing about who may exchange.
 //!
 //! SECURITY: every credential and assertion travels in [`Secret`]; `Debug` of a
 //! [`Credential`] never shows one. What a cloud says in an error is untrusted: codes,
 //! messages and request ids are escaped and bounded before they reach an error or a log.
 //!
-//! Layout: this file (types and the trait); `jwt`; `aws`, `gcp`, `azure` (one module per
-//! cloud); `http` (the shared HTTPS client, endpoint rules, timeouts and retries);
+//! Layout: this file (types and the trait); `shape` (grant shaping); `jwt`; `aws`, `gcp`,
+//! `azure` (one module per cloud); `http` (the shared HTTPS client, endpoint rules, timeouts and retries);
 //! `cache` ([`CredentialCache`]).
 
 use std::collections::BTreeMap;
@@ -44,6 +45,7 @@ mod cache;
 mod gcp;
 mod http;
 mod jwt;
+mod shape;
 
 #[cfg(test)]
 mod testserver;
@@ -154,6 +156,12 @@ pub use gcp::{
 };
 pub use http::{CallPolicy, ClientBuildError, EndpointError, check_endpoint};
 pub use jwt::JwtProvider;
+pub use shape::{
+    AWS_MAX_SESSION_TAGS, AWS_MAX_TAG_KEY_CHARS, AWS_MAX_TAG_VALUE_CHARS,
+    AWS_SOURCE_IDENTITY_CHARS, AWS_SOURCE_IDENTITY_CLAIM, AWS_TAGS_CLAIM, Grant,
+    MAX_COPIED_CLAIM_BYTES, MAX_COPY_CLAIMS, ShapeError, Shaping, ShapingConfigError,
+    UNCOPYABLE_CLAIMS, is_source_identity, is_tag_value,
+};
 
 /// A boxed future, so that providers can be trait objects.
 pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
@@ -248,6 +256,8 @@ pub struct Target {
     pub labels: BTreeMap<String, String>,
     /// The cloud's settings, for cloud kinds.
     pub cloud: Option<CloudTarget>,
+    /// Which verified claims flow into what is minted (empty: none).
+    pub shaping: Shaping,
 }
 
 impl Target {
@@ -267,6 +277,7 @@ impl Target {
             default_lifetime_secs,
             labels,
             cloud: None,
+            shaping: Shaping::default(),
         }
     }
 
@@ -286,6 +297,7 @@ impl Target {
             default_lifetime_secs,
             labels,
             cloud: Some(cloud),
+            shaping: Shaping::default(),
         }
     }
 
@@ -443,16 +455,6 @@ impl fmt::Debug for CaPem {
     }
 }
 
-/// Grant parameters that shape a cloud credential beyond the target's configuration.
-///
-/// Empty for now. Grant shaping (AWS session tags and source identity, chosen by policy)
-/// arrives with the policy issue; its fields will go here, flow into the assertion's
-/// claims, and be part of the credential cache key, so that two different grants never
-/// share a credential.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Hash)]
-#[non_exhaustive]
-pub struct Grant {}
-
 /// What a provider needs to issue a credential.
 #[derive(Debug, Clone)]
 pub struct IssueRequest<'a> {
@@ -473,7 +475,8 @@ pub struct IssueRequest<'a> {
     pub upstream_subject: &'a str,
     /// The lifetime policy approved, already capped by the target.
     pub lifetime_secs: u64,
-    /// Grant parameters (empty until grant shaping lands).
+    /// Grant parameters: what the target's [`Shaping`] read from the verified claims,
+    /// and the actor chain.
     pub grant: Grant,
     /// Legate's request id, for logs that correlate with the audit event.
     pub request_id: &'a str,
@@ -687,13 +690,14 @@ pub trait CredentialProvider: Send + Sync + fmt::Debug {
 }
 
 /// Mints the assertion a cloud target exchanges, with the lifetime
-/// [`MAX_ASSERTION_LIFETIME_SECS`].
+/// [`MAX_ASSERTION_LIFETIME_SECS`] and the grant's `extra_claims`.
 fn mint_assertion(
     issuer: &Issuer,
     alg: SigningAlg,
     target: &Target,
     audience: &str,
     workload: &str,
+    extra_claims: &serde_json::Map<String, Value>,
     now: UnixSeconds,
 ) -> Result<Secret<String>, ExchangeError> {
     let req = AssertionRequest {
@@ -703,7 +707,7 @@ fn mint_assertion(
         lifetime_secs: MAX_ASSERTION_LIFETIME_SECS,
     };
     issuer
-        .mint_assertion(&req, alg, now)
+        .mint_assertion_with(&req, extra_claims, alg, now)
         .map(|m| m.token)
         .map_err(|e| ExchangeError::Mint(e.to_string()))
 }
