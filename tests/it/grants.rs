@@ -30,6 +30,7 @@ const AWS_TAGGED: &str = "aws-tagged";
 /// Repository 42 may use the shaped targets.
 const SHAPED_POLICY: &str = r#"
 @id("repo-42-shaped-api")
+@allow_lint("unscoped-issuer: every test issuer mints repository 42")
 permit (
   principal,
   action == Legate::Action::"exchange",
@@ -38,6 +39,7 @@ permit (
 when { principal.claims has repository_id && principal.claims.repository_id == "42" };
 
 @id("repo-42-aws-tagged")
+@allow_lint("unscoped-issuer: every test issuer mints repository 42")
 permit (
   principal,
   action == Legate::Action::"exchange",
