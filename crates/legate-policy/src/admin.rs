@@ -194,12 +194,16 @@ impl PolicyEngine {
             };
         }
         match self.admin_request(req, trust.0, trust.1, slice) {
-            Ok((request, entities)) => crate::engine::decide(
-                &self
-                    .authorizer()
-                    .is_authorized(&request, &slice.set, &entities),
-                &slice.set,
-            ),
+            Ok((request, entities)) => {
+                let mut decision = crate::engine::decide(
+                    &self
+                        .authorizer()
+                        .is_authorized(&request, &slice.set, &entities),
+                    &slice.set,
+                );
+                decision.lint_exceptions = self.lint_exceptions(&decision.policy_ids);
+                decision
+            }
             Err(e) => Decision {
                 errors: vec![e],
                 ..Decision::deny(DecisionReason::RequestBuildFailed)

@@ -137,6 +137,9 @@ pub struct PolicyEngine {
     warnings: Vec<String>,
     /// See [`PolicyEngine::set_hash`].
     set_hash: String,
+    /// Policy id → its `@allow_lint` note as decisions report it (`<id>: <note>`), read
+    /// once at load: `Policy::annotation` parses its key with Cedar's parser at every call.
+    lint_notes: HashMap<String, String>,
     /// The admin policies (see [`crate::admin`]).
     admin: Slice,
     /// The policy sources, and their positions once [`PolicyEngine::explain`] first
@@ -557,6 +560,15 @@ impl PolicyEngine {
             shadow_ids,
             warnings,
             set_hash: String::new(),
+            lint_notes: parsed
+                .set
+                .policies()
+                .filter_map(|p| {
+                    let id: &str = p.id().as_ref();
+                    let note = p.annotation(crate::lint::ALLOW_LINT)?;
+                    Some((id.to_owned(), format!("{id}: {note}")))
+                })
+                .collect(),
             admin,
             sources: Vec::new(),
             texts: std::sync::OnceLock::new(),
@@ -607,6 +619,7 @@ impl PolicyEngine {
                     &self.authorizer.is_authorized(&request, policies, &entities),
                     policies,
                 );
+                decision.lint_exceptions = self.lint_exceptions(&decision.policy_ids);
                 // Shadow policies run only where there are some, and never change
                 // `allowed`: they only fill `decision.shadow`.
                 if let Some(shadow) = &slice.shadow {
@@ -630,6 +643,14 @@ impl PolicyEngine {
 
 /// Accessors for [`crate::explain`] and [`crate::admin`].
 impl PolicyEngine {
+    /// The `@allow_lint` notes of `policy_ids` (a decision's determining policies).
+    pub(crate) fn lint_exceptions(&self, policy_ids: &[String]) -> Vec<String> {
+        policy_ids
+            .iter()
+            .filter_map(|id| self.lint_notes.get(id).cloned())
+            .collect()
+    }
+
     pub(crate) fn names(&self) -> &Names {
         &self.names
     }
@@ -762,21 +783,12 @@ pub(crate) fn decide(response: &Response, policies: &PolicySet) -> Decision {
         }
         cedar_policy::Decision::Deny => (false, determining, DecisionReason::ForbiddenByPolicy),
     };
-    let lint_exceptions = policy_ids
-        .iter()
-        .filter_map(|id| {
-            let note = policies
-                .policy(&cedar_policy::PolicyId::new(id))?
-                .annotation(crate::lint::ALLOW_LINT)?;
-            Some(format!("{id}: {note}"))
-        })
-        .collect();
     Decision {
         allowed,
         policy_ids,
         errors,
         reason,
-        lint_exceptions,
+        lint_exceptions: Vec::new(),
         shadow: Vec::new(),
     }
 }

@@ -117,6 +117,13 @@ pub trait AuditSink: Send + Sync + std::fmt::Debug {
 /// instead of once per event, and an idle one still writes each event at once.
 pub const MAX_WRITE_BATCH: usize = 256;
 
+/// How long the writer waits after a batch that was not full before it looks at the
+/// queue again. Under load the events of that millisecond then go out as one batch and
+/// no request pays for waking the writer; an event is at most this much later on disk.
+/// The queue bound ([`AuditLog::start`]'s capacity) still holds: a request finding the
+/// queue full is refused, as always.
+pub const WRITER_PAUSE: std::time::Duration = std::time::Duration::from_millis(1);
+
 /// JSON lines to a writer (standard output or a file), written and flushed once per batch
 /// (each event on its own when the gateway is idle; see [`MAX_WRITE_BATCH`]).
 pub struct JsonLinesSink {
@@ -225,19 +232,36 @@ impl AuditLog {
             .name("legate-audit".to_owned())
             .spawn(move || {
                 let mut batch = Vec::with_capacity(MAX_WRITE_BATCH);
-                while let Some(event) = rx.blocking_recv() {
-                    batch.push(event);
+                loop {
+                    // Take what is queued; park only when nothing is.
                     while batch.len() < MAX_WRITE_BATCH {
                         match rx.try_recv() {
                             Ok(event) => batch.push(event),
                             Err(_) => break,
                         }
                     }
+                    if batch.is_empty() {
+                        match rx.blocking_recv() {
+                            Some(event) => {
+                                batch.push(event);
+                                continue;
+                            }
+                            None => break,
+                        }
+                    }
                     sink.record_batch(&batch);
                     writer_stats
                         .written
                         .fetch_add(batch.len() as u64, Ordering::Release);
+                    let full = batch.len() == MAX_WRITE_BATCH;
                     batch.clear();
+                    // Under load, let the next events gather for a moment instead of
+                    // parking: a parked writer must be woken (a system call on the
+                    // request path) for every event. Not after a full batch: the queue
+                    // is then already long.
+                    if !full {
+                        std::thread::sleep(WRITER_PAUSE);
+                    }
                 }
             })?;
         Ok(Self {
