@@ -379,7 +379,7 @@ impl Client {
                     let member = |name: &str| {
                         body.get(name)
                             .and_then(Value::as_str)
-                            .map(|s| escape_untrusted(s))
+                            .map(escape_untrusted)
                     };
                     if status != 503 && status != 429 {
                         return Err(ClientError::Refused {
