@@ -376,11 +376,8 @@ impl Client {
                         .ok()
                         .and_then(|b| serde_json::from_slice(&b).ok())
                         .unwrap_or(Value::Null);
-                    let member = |name: &str| {
-                        body.get(name)
-                            .and_then(Value::as_str)
-                            .map(escape_untrusted)
-                    };
+                    let member =
+                        |name: &str| body.get(name).and_then(Value::as_str).map(escape_untrusted);
                     if status != 503 && status != 429 {
                         return Err(ClientError::Refused {
                             status,
