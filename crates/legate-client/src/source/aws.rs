@@ -229,6 +229,28 @@ mod tests {
         );
     }
 
+    /// Pins the signing to an independent implementation: botocore's `SigV4Auth`
+    /// signed this very request (service `sts`, 2026-11-29T23:38:52Z) to this value.
+    #[test]
+    fn signature_matches_botocore() {
+        let body = "Action=GetWebIdentityToken&Version=2011-06-15&Audience.member.1=legate&SigningAlgorithm=RS256";
+        let signed = sign(&SigningInput {
+            access_key: "AKIDEXAMPLE",
+            secret_key: "wJalrXUtnFEMI/K7MDENG+bPxRfiCYEXAMPLEKEY",
+            session_token: Some("session-tok"),
+            region: "us-east-1",
+            host: "127.0.0.1:8080",
+            path: "/",
+            body,
+            now: 1_795_995_532,
+        });
+        assert_eq!(signed.amz_date, "20261129T233852Z");
+        assert_eq!(
+            signed.authorization,
+            "AWS4-HMAC-SHA256 Credential=AKIDEXAMPLE/20261129/us-east-1/sts/aws4_request, SignedHeaders=content-type;host;x-amz-date;x-amz-security-token, Signature=0bc1b0d797412e8d5e24c17c5f59fc330b6f18158600b5ee1cc1e72162174dcb"
+        );
+    }
+
     #[test]
     fn element_finds_the_token_and_error_members() {
         let xml = "<R><GetWebIdentityTokenResult><WebIdentityToken>a.b.c</WebIdentityToken></GetWebIdentityTokenResult></R>";
