@@ -9,7 +9,9 @@
 //! - `env`: `export NAME='value'` lines (`legate_client::output`): `AWS_ACCESS_KEY_ID`,
 //!   `AWS_SECRET_ACCESS_KEY`, `AWS_SESSION_TOKEN` for AWS targets;
 //!   `CLOUDSDK_AUTH_ACCESS_TOKEN` and `AZURE_ACCESS_TOKEN` for Google and Azure targets;
-//!   `LEGATE_TOKEN` for jwt targets. Use as `eval "$(legate exchange … --format env)"`;
+//!   `LEGATE_TOKEN` for jwt targets. Use as `X="$(legate exchange … --format env)"`
+//!   then `eval "$X"`: the assignment fails under `set -e` when the exchange fails,
+//!   where `eval "$(…)"` alone would not;
 //! - `github`: `::add-mask::VALUE` for every value on standard output, then
 //!   `NAME=VALUE` lines appended to the file `$GITHUB_ENV`; a value holding a line
 //!   break is refused and nothing is written.
