@@ -833,3 +833,187 @@ when { principal.claims has repository_id && principal.claims.repository_id == "
     );
     assert_eq!(doc["Version"], 1);
 }
+
+// ------------------------------------------------------------------ the CI integrations
+
+/// The script of a YAML block scalar: the lines after the first line at or after
+/// `anchor` that ends with `opener` (`run: |`, `- |`), as long as they are indented
+/// deeper than it (blank lines kept), dedented.
+fn yaml_block(text: &str, anchor: &str, opener: &str) -> String {
+    let lines: Vec<&str> = text.lines().collect();
+    let start = lines
+        .iter()
+        .position(|l| l.contains(anchor))
+        .unwrap_or_else(|| panic!("no `{anchor}`"));
+    let open = (start..lines.len())
+        .find(|&i| lines[i].trim_end().ends_with(opener))
+        .unwrap_or_else(|| panic!("no `{opener}` after `{anchor}`"));
+    let indent = |l: &str| l.len() - l.trim_start().len();
+    let base = indent(lines[open]);
+    let body: Vec<&str> = lines[open + 1..]
+        .iter()
+        .copied()
+        .take_while(|l| l.trim().is_empty() || indent(l) > base)
+        .collect();
+    let dedent = body
+        .iter()
+        .filter(|l| !l.trim().is_empty())
+        .map(|l| indent(l))
+        .min()
+        .unwrap_or(0);
+    body.iter()
+        .map(|l| l.get(dedent..).unwrap_or(""))
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+/// `bash -c SCRIPT` with only `PATH` (the `legate` binary's folder first) and `env`.
+async fn bash(script: &str, env: &[(&str, &str)]) -> Run {
+    let bin_dir = legate_bin().parent().unwrap().to_owned();
+    let path = format!(
+        "{}:{}",
+        bin_dir.display(),
+        std::env::var("PATH").unwrap_or_default()
+    );
+    let output = tokio::process::Command::new("bash")
+        .args(["-c", script])
+        .env_clear()
+        .env("PATH", path)
+        .envs(env.iter().copied())
+        .stdin(Stdio::null())
+        .kill_on_drop(true)
+        .output();
+    let output = tokio::time::timeout(RUN_TIMEOUT, output)
+        .await
+        .expect("bash finishes")
+        .expect("run bash");
+    Run {
+        code: output.status.code(),
+        stdout: String::from_utf8_lossy(&output.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&output.stderr).into_owned(),
+    }
+}
+
+fn repository_file(path: &str) -> String {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap();
+    std::fs::read_to_string(root.join(path)).unwrap()
+}
+
+/// `action.yml`'s exchange step, as the runner would run it (its inputs in the
+/// environment, `legate` on PATH), in a simulated job: the minted token is masked and
+/// lands in `$GITHUB_ENV`. Without the OIDC request token (no `id-token: write`) it
+/// stops before calling Legate, and a `format` that would print credentials is refused.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn github_action_step_exports_the_masked_token() {
+    let f = Arc::new(Fixture::start().await);
+    let minter = f.clone();
+    let gha = StandIn::answering(move |seen| {
+        let audience = seen.query("audience").unwrap_or_default();
+        json_answer(
+            200,
+            &json!({"value": minter.token(&json!({"aud": audience}))}),
+        )
+    })
+    .await;
+    let script = yaml_block(
+        &repository_file("action.yml"),
+        "name: Exchange the job's token at Legate",
+        "run: |",
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let github_env = dir.path().join("github_env");
+    std::fs::write(&github_env, "").unwrap();
+    let request_url = format!("{}/token?api-version=2.0", gha.url);
+    let home = dir.path().to_str().unwrap();
+    let env = |format: &'static str| {
+        vec![
+            ("HOME", home.to_owned()),
+            ("LEGATE_URL", f.legate.url.clone()),
+            ("LEGATE_TARGET", TARGET.to_owned()),
+            ("LEGATE_INPUT_FORMAT", format.to_owned()),
+            ("LEGATE_INPUT_TOKEN_SOURCE", String::new()),
+            ("LEGATE_INPUT_AUDIENCE", UPSTREAM_AUDIENCE.to_owned()),
+            ("ACTIONS_ID_TOKEN_REQUEST_URL", request_url.clone()),
+            ("GITHUB_ENV", github_env.to_str().unwrap().to_owned()),
+        ]
+    };
+
+    // No request token: the job lacks `id-token: write`.
+    let vars = env("github");
+    let pairs: Vec<(&str, &str)> = vars.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    let run = bash(&script, &pairs).await;
+    assert_eq!(run.code, Some(3), "{run:#?}");
+    assert!(run.stdout.contains("id-token: write"), "{run:#?}");
+    assert!(gha.seen().is_empty());
+
+    let mut vars = env("env");
+    vars.push(("ACTIONS_ID_TOKEN_REQUEST_TOKEN", REQUEST_TOKEN.to_owned()));
+    let pairs: Vec<(&str, &str)> = vars.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    let run = bash(&script, &pairs).await;
+    assert_eq!(
+        run.code,
+        Some(2),
+        "a format printing credentials is refused: {run:#?}"
+    );
+    assert!(gha.seen().is_empty());
+
+    let mut vars = env("github");
+    vars.push(("ACTIONS_ID_TOKEN_REQUEST_TOKEN", REQUEST_TOKEN.to_owned()));
+    let pairs: Vec<(&str, &str)> = vars.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    let run = bash(&script, &pairs).await;
+    assert_eq!(run.code, Some(0), "{run:#?}");
+    let written = std::fs::read_to_string(&github_env).unwrap();
+    let minted = written
+        .strip_prefix("LEGATE_TOKEN=")
+        .and_then(|rest| rest.strip_suffix('\n'))
+        .unwrap_or_else(|| panic!("{written:?}"));
+    assert_eq!(run.stdout, format!("::add-mask::{minted}\n"));
+    assert_eq!(f.legate.event_of_minted(minted).decision, Outcome::Allow);
+    assert_eq!(
+        gha.seen()[0].query("audience").as_deref(),
+        Some(UPSTREAM_AUDIENCE)
+    );
+}
+
+/// The GitLab template's `before_script`, run as the runner runs it (`set -eo
+/// pipefail`), with the job's `id_tokens` variable and the template's variables: the
+/// job's shell gets `LEGATE_TOKEN`. A refused exchange fails the job instead of going
+/// on without credentials.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn gitlab_template_exports_the_token_and_fails_the_job_on_refusal() {
+    let f = Fixture::start().await;
+    let template = repository_file("ci/gitlab/legate.gitlab-ci.yml");
+    assert!(template.contains("LEGATE_TOKEN_SOURCE: gitlab:LEGATE_ID_TOKEN"));
+    let before = yaml_block(&template, "before_script:", "- |");
+    let script = format!("set -eo pipefail\n{before}\nprintf 'job sees %s\\n' \"$LEGATE_TOKEN\"\n");
+    let run_with = |token: String| {
+        let script = script.clone();
+        let url = f.legate.url.clone();
+        async move {
+            bash(
+                &script,
+                &[
+                    ("GITLAB_CI", "true"),
+                    ("LEGATE_URL", &url),
+                    ("LEGATE_TARGET", TARGET),
+                    ("LEGATE_TOKEN_SOURCE", "gitlab:LEGATE_ID_TOKEN"),
+                    ("LEGATE_ID_TOKEN", &token),
+                ],
+            )
+            .await
+        }
+    };
+    let run = run_with(f.token(&json!({}))).await;
+    assert_eq!(run.code, Some(0), "{run:#?}");
+    let minted = run
+        .stdout
+        .strip_prefix("job sees ")
+        .and_then(|rest| rest.strip_suffix('\n'))
+        .unwrap_or_else(|| panic!("{run:#?}"));
+    assert_eq!(f.legate.event_of_minted(minted).decision, Outcome::Allow);
+
+    let run = run_with(f.token(&json!({"repository_id": "43"}))).await;
+    assert_eq!(run.code, Some(1), "{run:#?}");
+    assert!(!run.stdout.contains("job sees"), "{run:#?}");
+    assert!(run.stderr.contains("invalid_request"), "{run:#?}");
+}
