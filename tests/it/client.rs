@@ -600,6 +600,104 @@ async fn aws_sts_source_presents_the_get_web_identity_token_jwt() {
             .map(String::as_str),
         Some(UPSTREAM_AUDIENCE)
     );
+
+    // The same credentials from the ECS container endpoint (its authorization token
+    // required), then from EC2 IMDSv2 (session token required).
+    let credentials = json!({
+        "AccessKeyId": "AKIDLEGATETEST", "SecretAccessKey": "secret", "Token": "session-tok",
+        "Expiration": "2030-01-01T00:00:00Z", "Code": "Success"
+    });
+    let doc = credentials.clone();
+    let ecs = StandIn::answering(move |seen| {
+        if seen.headers.get("authorization").map(String::as_str) != Some("ecs-auth") {
+            return json_answer(401, &json!({"message": "no"}));
+        }
+        json_answer(200, &doc)
+    })
+    .await;
+    let ecs_uri = format!("{}/v2/credentials/abc", ecs.url);
+    let run = exchange(
+        &f.legate.url,
+        TARGET,
+        &["--token-source", "aws-sts", "--format", "env"],
+        &[
+            ("AWS_CONTAINER_CREDENTIALS_FULL_URI", &ecs_uri),
+            ("AWS_CONTAINER_AUTHORIZATION_TOKEN", "ecs-auth"),
+            ("AWS_REGION", "eu-west-1"),
+            ("AWS_ENDPOINT_URL_STS", &sts.url),
+        ],
+    )
+    .await;
+    assert_eq!(
+        f.legate.event_of_minted(&exported_token(&run)).decision,
+        Outcome::Allow
+    );
+    assert_eq!(ecs.seen().len(), 1);
+
+    let doc = credentials.clone();
+    let imds = StandIn::answering(
+        move |seen| match (seen.method.as_str(), seen.uri.as_str()) {
+            ("PUT", "/latest/api/token")
+                if seen
+                    .headers
+                    .contains_key("x-aws-ec2-metadata-token-ttl-seconds") =>
+            {
+                (200, vec![], "imds-session".to_owned())
+            }
+            (_, _)
+                if seen
+                    .headers
+                    .get("x-aws-ec2-metadata-token")
+                    .map(String::as_str)
+                    != Some("imds-session") =>
+            {
+                (401, vec![], String::new())
+            }
+            ("GET", "/latest/meta-data/iam/security-credentials/") => {
+                (200, vec![], "deploy-role".to_owned())
+            }
+            ("GET", "/latest/meta-data/iam/security-credentials/deploy-role") => {
+                json_answer(200, &doc)
+            }
+            _ => (404, vec![], String::new()),
+        },
+    )
+    .await;
+    let run = exchange(
+        &f.legate.url,
+        TARGET,
+        &["--token-source", "aws-sts", "--format", "env"],
+        &[
+            ("AWS_EC2_METADATA_SERVICE_ENDPOINT", &imds.url),
+            ("AWS_REGION", "eu-west-1"),
+            ("AWS_ENDPOINT_URL_STS", &sts.url),
+        ],
+    )
+    .await;
+    assert_eq!(
+        f.legate.event_of_minted(&exported_token(&run)).decision,
+        Outcome::Allow
+    );
+    assert_eq!(imds.seen().len(), 3, "{:#?}", imds.seen());
+
+    // A plain-HTTP container endpoint elsewhere than loopback or the ECS address is
+    // refused before anything is sent (it would get the authorization token).
+    let run = exchange(
+        &f.legate.url,
+        TARGET,
+        &["--token-source", "aws-sts"],
+        &[
+            (
+                "AWS_CONTAINER_CREDENTIALS_FULL_URI",
+                "http://192.0.2.1/creds",
+            ),
+            ("AWS_CONTAINER_AUTHORIZATION_TOKEN", "ecs-auth"),
+        ],
+    )
+    .await;
+    assert_eq!(run.code, Some(3), "{run:#?}");
+    assert!(run.stderr.contains("must be https"), "{run:#?}");
+
     // An STS refusal names the source and STS's code, exit 3.
     let run = exchange(
         &f.legate.url,

@@ -11,7 +11,7 @@
 //! | `exec:CMD` | the standard output of `CMD`, split on whitespace and run **without a shell** (for pipes or quoting, write a script); `LEGATE_AUDIENCE=AUD` in its environment; 30 s timeout, 64 KiB of output at most; a non-zero exit fails |
 //! | `gce-metadata` | `GET http://metadata.google.internal/computeMetadata/v1/instance/service-accounts/default/identity?audience=AUD&format=full` with `Metadata-Flavor: Google` (host overridden by `GCE_METADATA_HOST`) |
 //! | `azure-imds` | `GET http://169.254.169.254/metadata/identity/oauth2/token?api-version=2018-02-01&resource=AUD` with `Metadata: true`; the JSON member `access_token` (base URL overridden by `LEGATE_AZURE_IMDS_ENDPOINT`) |
-//! | `aws-sts` | AWS outbound identity federation, `sts:GetWebIdentityToken` (see [`crate::source`]'s `aws` notes below) |
+//! | `aws-sts` | AWS outbound identity federation, `sts:GetWebIdentityToken` (notes below) |
 //!
 //! Without `--token-source`, [`TokenSource::detect`] looks, in this order, for:
 //! 1. GitHub Actions: `ACTIONS_ID_TOKEN_REQUEST_URL` and `ACTIONS_ID_TOKEN_REQUEST_TOKEN`
@@ -23,11 +23,14 @@
 //! The cloud metadata sources are never guessed: probing them costs network calls
 //! that hang off the cloud. Name them.
 //!
-//! `aws-sts`: `GetWebIdentityToken` is signed (SigV4) with the credentials of the
-//! environment variables `AWS_ACCESS_KEY_ID`, `AWS_SECRET_ACCESS_KEY` and (optional)
-//! `AWS_SESSION_TOKEN`, region `AWS_REGION` (default `us-east-1`), endpoint
-//! `AWS_ENDPOINT_URL_STS` (default the regional STS endpoint). The rest of the AWS
-//! default chain (profiles, ECS, IMDS) is not read yet.
+//! `aws-sts`: `GetWebIdentityToken` is signed (SigV4) with the first credentials of:
+//! the environment variables `AWS_ACCESS_KEY_ID`, `AWS_SECRET_ACCESS_KEY` and (optional)
+//! `AWS_SESSION_TOKEN` (Lambda); the ECS / EKS Pod Identity container endpoint
+//! (`AWS_CONTAINER_CREDENTIALS_FULL_URI` / `…_RELATIVE_URI`, authorization from
+//! `AWS_CONTAINER_AUTHORIZATION_TOKEN_FILE` / `…_TOKEN`); EC2 IMDSv2
+//! (`AWS_EC2_METADATA_SERVICE_ENDPOINT`, off with `AWS_EC2_METADATA_DISABLED=true`).
+//! Region `AWS_REGION` (default `us-east-1`), endpoint `AWS_ENDPOINT_URL_STS` (default
+//! the regional STS endpoint). Profiles and SSO are not read.
 //!
 //! Bounds: every HTTP call has a 10 s connect and 30 s total timeout and reads at most
 //! [`MAX_SOURCE_BYTES`]; a token is at most [`MAX_TOKEN_BYTES`] of visible ASCII.

@@ -6,14 +6,17 @@
 //! `Version=2011-06-15`, `Audience.member.1`, `SigningAlgorithm=RS256` — RSA because
 //! Entra accepts nothing else), signed with SigV4 (service `sts`).
 //!
-//! Credentials: `AWS_ACCESS_KEY_ID`, `AWS_SECRET_ACCESS_KEY`, optional
-//! `AWS_SESSION_TOKEN` (what ECS, Lambda and `aws configure export-credentials` give);
+//! Credentials ([`credentials`]): `AWS_ACCESS_KEY_ID`, `AWS_SECRET_ACCESS_KEY`, optional
+//! `AWS_SESSION_TOKEN` (Lambda, `aws configure export-credentials`); else the ECS / EKS
+//! Pod Identity container endpoint; else EC2 IMDSv2;
 //! region `AWS_REGION` or `AWS_DEFAULT_REGION` (default `us-east-1`); endpoint
 //! `AWS_ENDPOINT_URL_STS`, else `AWS_ENDPOINT_URL`, else `https://sts.{region}.amazonaws.com`.
 
 use std::fmt::Write as _;
+use std::time::Duration;
 
 use aws_lc_rs::{digest, hmac};
+use legate_core::Secret;
 use legate_core::text::escape_untrusted;
 
 use super::{MAX_SOURCE_BYTES, Source, SourceError, read_bounded};
@@ -22,9 +25,10 @@ const SERVICE: &str = "sts";
 
 pub(super) async fn web_identity_token(source: &Source) -> Result<String, SourceError> {
     let env = &source.env;
-    let access_key = source.var("AWS_ACCESS_KEY_ID")?;
-    let secret_key = source.var("AWS_SECRET_ACCESS_KEY")?;
-    let session_token = env.get("AWS_SESSION_TOKEN");
+    let creds = credentials(source).await?;
+    let access_key = creds.access_key.as_str();
+    let secret_key = creds.secret_key.expose().as_str();
+    let session_token = creds.session_token.as_ref().map(|t| t.expose().as_str());
     let region = env
         .get("AWS_REGION")
         .or_else(|| env.get("AWS_DEFAULT_REGION"))
@@ -96,6 +100,190 @@ pub(super) async fn web_identity_token(source: &Source) -> Result<String, Source
     element(&answer, "WebIdentityToken")
         .map(str::to_owned)
         .ok_or_else(|| source.failed("the STS answer has no `WebIdentityToken`".to_owned()))
+}
+
+/// AWS credentials found by [`credentials`].
+struct AwsCredentials {
+    access_key: String,
+    secret_key: Secret<String>,
+    session_token: Option<Secret<String>>,
+}
+
+/// The first credentials of: the environment variables; the ECS / EKS Pod Identity
+/// container endpoint (`AWS_CONTAINER_CREDENTIALS_FULL_URI` or `…_RELATIVE_URI`, with
+/// `AWS_CONTAINER_AUTHORIZATION_TOKEN_FILE` or `…_TOKEN`); EC2 IMDSv2
+/// (`AWS_EC2_METADATA_SERVICE_ENDPOINT`, default `http://169.254.169.254`; skipped when
+/// `AWS_EC2_METADATA_DISABLED=true`). Profiles and SSO are not read.
+async fn credentials(source: &Source) -> Result<AwsCredentials, SourceError> {
+    let env = &source.env;
+    if let Some(access_key) = env.get("AWS_ACCESS_KEY_ID") {
+        let secret_key = source.var("AWS_SECRET_ACCESS_KEY")?;
+        return Ok(AwsCredentials {
+            access_key: access_key.to_owned(),
+            secret_key: Secret::new(secret_key.to_owned()),
+            session_token: env
+                .get("AWS_SESSION_TOKEN")
+                .map(|t| Secret::new(t.to_owned())),
+        });
+    }
+    let container = env
+        .get("AWS_CONTAINER_CREDENTIALS_FULL_URI")
+        .map(str::to_owned)
+        .or_else(|| {
+            env.get("AWS_CONTAINER_CREDENTIALS_RELATIVE_URI")
+                .map(|rel| format!("http://169.254.170.2{rel}"))
+        });
+    if let Some(uri) = container {
+        return container_credentials(source, &uri).await;
+    }
+    if env.get("AWS_EC2_METADATA_DISABLED") == Some("true") {
+        return Err(source.failed(
+            "no AWS credentials: no AWS_ACCESS_KEY_ID, no container credentials, IMDS disabled"
+                .to_owned(),
+        ));
+    }
+    imds_credentials(source).await
+}
+
+/// How long one call to a local credentials endpoint may take (off AWS, IMDS does not
+/// answer at all).
+const LOCAL_ENDPOINT_TIMEOUT: Duration = Duration::from_secs(5);
+
+async fn container_credentials(source: &Source, uri: &str) -> Result<AwsCredentials, SourceError> {
+    let url = reqwest::Url::parse(uri)
+        .map_err(|e| source.failed(format!("the container credentials URI is not a URL: {e}")))?;
+    // SECURITY: as the AWS SDKs do, plain HTTP only to the container endpoints or
+    // loopback: the request carries the authorization token and gets credentials back.
+    let host = url.host_str().unwrap_or("");
+    let host_ok = host == "localhost"
+        || match host
+            .trim_start_matches('[')
+            .trim_end_matches(']')
+            .parse::<std::net::IpAddr>()
+        {
+            Ok(std::net::IpAddr::V4(ip)) => {
+                ip.is_loopback()
+                    || ip == std::net::Ipv4Addr::new(169, 254, 170, 2)
+                    || ip == std::net::Ipv4Addr::new(169, 254, 170, 23)
+            }
+            Ok(std::net::IpAddr::V6(ip)) => {
+                ip.is_loopback()
+                    || ip == std::net::Ipv6Addr::new(0xfd00, 0xec2, 0, 0, 0, 0, 0, 0x23)
+            }
+            Err(_) => false,
+        };
+    if url.scheme() != "https" && !(url.scheme() == "http" && host_ok) {
+        return Err(source.failed(
+            "the container credentials URI must be https, loopback or the ECS/EKS link-local address"
+                .to_owned(),
+        ));
+    }
+    let env = &source.env;
+    let auth = match env.get("AWS_CONTAINER_AUTHORIZATION_TOKEN_FILE") {
+        Some(path) => Some(
+            tokio::fs::read_to_string(path)
+                .await
+                .map_err(|e| {
+                    source.failed(format!(
+                        "cannot read AWS_CONTAINER_AUTHORIZATION_TOKEN_FILE: {e}"
+                    ))
+                })?
+                .trim()
+                .to_owned(),
+        ),
+        None => env
+            .get("AWS_CONTAINER_AUTHORIZATION_TOKEN")
+            .map(str::to_owned),
+    };
+    let mut request = source.http.get(url).timeout(LOCAL_ENDPOINT_TIMEOUT);
+    if let Some(auth) = auth {
+        if auth.contains(['\r', '\n']) {
+            return Err(
+                source.failed("the container authorization token holds a line break".to_owned())
+            );
+        }
+        request = request.header("Authorization", auth);
+    }
+    let body = source.get(request).await?;
+    parse_credentials(source, &body, "container credentials endpoint")
+}
+
+async fn imds_credentials(source: &Source) -> Result<AwsCredentials, SourceError> {
+    let base = source
+        .env
+        .get("AWS_EC2_METADATA_SERVICE_ENDPOINT")
+        .unwrap_or("http://169.254.169.254")
+        .trim_end_matches('/')
+        .to_owned();
+    let imds = |what: &str, e: SourceError| match e {
+        SourceError::Failed { reason, .. } => source.failed(format!(
+            "no AWS credentials in the environment, and IMDS {what}: {reason}"
+        )),
+        other => other,
+    };
+    let session = source
+        .get(
+            source
+                .http
+                .put(format!("{base}/latest/api/token"))
+                .header("X-aws-ec2-metadata-token-ttl-seconds", "60")
+                .timeout(LOCAL_ENDPOINT_TIMEOUT),
+        )
+        .await
+        .map_err(|e| imds("gave no session token", e))?;
+    let session = String::from_utf8(session)
+        .map_err(|_| source.failed("the IMDS session token is not UTF-8".to_owned()))?;
+    let listing = format!("{base}/latest/meta-data/iam/security-credentials/");
+    let get = |url: String| {
+        source
+            .http
+            .get(url)
+            .header("X-aws-ec2-metadata-token", session.trim())
+            .timeout(LOCAL_ENDPOINT_TIMEOUT)
+    };
+    let roles = source
+        .get(get(listing.clone()))
+        .await
+        .map_err(|e| imds("lists no role", e))?;
+    let roles = String::from_utf8_lossy(&roles);
+    let role = roles
+        .lines()
+        .map(str::trim)
+        .find(|l| !l.is_empty())
+        .ok_or_else(|| source.failed("IMDS lists no instance role".to_owned()))?;
+    if !role
+        .bytes()
+        .all(|b| b.is_ascii_alphanumeric() || b"+=,.@_-".contains(&b))
+    {
+        return Err(source.failed("IMDS names a role that is not a role name".to_owned()));
+    }
+    let body = source
+        .get(get(format!("{listing}{role}")))
+        .await
+        .map_err(|e| imds("gave no credentials", e))?;
+    parse_credentials(source, &body, "IMDS")
+}
+
+/// The ECS / IMDS credentials document: `AccessKeyId`, `SecretAccessKey`, `Token`.
+fn parse_credentials(
+    source: &Source,
+    body: &[u8],
+    from: &str,
+) -> Result<AwsCredentials, SourceError> {
+    let doc: serde_json::Value = serde_json::from_slice(body)
+        .map_err(|_| source.failed(format!("the {from} answer is not JSON")))?;
+    let member = |name: &str| {
+        doc.get(name)
+            .and_then(serde_json::Value::as_str)
+            .filter(|v| !v.is_empty())
+            .map(str::to_owned)
+            .ok_or_else(|| source.failed(format!("the {from} answer has no `{name}`")))
+    };
+    Ok(AwsCredentials {
+        access_key: member("AccessKeyId")?,
+        secret_key: Secret::new(member("SecretAccessKey")?),
+        session_token: Some(Secret::new(member("Token")?)),
+    })
 }
 
 const CONTENT_TYPE: &str = "application/x-www-form-urlencoded; charset=utf-8";
