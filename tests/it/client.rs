@@ -778,6 +778,33 @@ async fn unavailable_legate_is_retried_after_retry_after_then_succeeds() {
     assert_eq!(seen[0].body, seen[1].body, "the same request, again");
 }
 
+/// Stops a client from hammering (or hanging on) a Legate that stays unavailable: at
+/// most 5 attempts, then exit 4 with the server's `error` and `request_id`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn legate_that_stays_unavailable_is_given_up_after_bounded_attempts() {
+    let front = StandIn::answering(|_| {
+        (
+            503,
+            vec![("retry-after", "0".to_owned())],
+            json!({"error": "temporarily_unavailable", "error_description": "try again later", "request_id": "r-9"}).to_string(),
+        )
+    })
+    .await;
+    let run = exchange(
+        &front.url,
+        TARGET,
+        &["--token-source", "env:T"],
+        &[("T", "a.b.c")],
+    )
+    .await;
+    assert_eq!(run.code, Some(4), "{run:#?}");
+    assert!(
+        run.stderr.contains("after 5 attempts") && run.stderr.contains("(request_id r-9)"),
+        "{run:#?}"
+    );
+    assert_eq!(front.seen().len(), 5);
+}
+
 /// A refused exchange exits 1 and prints the server's `error` and `request_id` (which
 /// the operator's audit event carries), never the token.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -105,7 +105,10 @@ pub enum ClientError {
         request_id: String,
     },
     /// Legate stayed unavailable (503/429) or unreachable for every attempt.
-    #[error("legate is unavailable after {attempts} attempts: {last}")]
+    #[error(
+        "legate is unavailable after {attempts} attempts: {last}{}",
+        request_id.as_ref().map(|id| format!(" (request_id {id})")).unwrap_or_default()
+    )]
     Unavailable {
         /// Attempts made.
         attempts: u32,

@@ -156,8 +156,11 @@ impl fmt::Debug for Environment {
 impl Environment {
     /// The process's environment now (variables that are not UTF-8 are left out).
     pub fn from_process() -> Self {
+        // `vars_os`: `std::env::vars` panics on a variable that is not UTF-8.
         Self {
-            vars: std::env::vars().collect(),
+            vars: std::env::vars_os()
+                .filter_map(|(k, v)| Some((k.into_string().ok()?, v.into_string().ok()?)))
+                .collect(),
         }
     }
 
