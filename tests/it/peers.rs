@@ -606,6 +606,21 @@ pub async fn aws_caller_identity(endpoint: &str, credentials: &Value) -> Result<
     .await
 }
 
+/// boto3 `sts.get_caller_identity()` at `endpoint` with the credentials of a profile
+/// whose `credential_process` is `command` (written to `config_dir/config`). `Ok`
+/// holds `{Account, Arn, UserId}`; `Err` holds the STS error or the credential
+/// process's failure.
+pub async fn aws_caller_identity_through_credential_process(
+    endpoint: &str,
+    config_dir: &Path,
+    command: &[&str],
+) -> Result<Value, String> {
+    let dir = config_dir.to_str().expect("UTF-8 temporary directory");
+    let mut args = vec!["--endpoint", endpoint, "--config-dir", dir, "--"];
+    args.extend_from_slice(command);
+    run_python_json("aws_credential_process.py", &args, b"").await
+}
+
 /// boto3 `sts.assume_role_with_web_identity()` at `endpoint` with `token`.
 /// `Ok` holds the credentials in the `credential_process` shape plus
 /// `AssumedRoleArn`; `Err` holds `<Code>: <Message>` from STS.

@@ -3,10 +3,12 @@
 //! One binary, one file per subcommand: `serve` (run the gateway), `status` (ask a
 //! running gateway's operator listener), `config check`, `policy validate|test|eval`,
 //! `token decode`, `demo` (walk a newcomer through an exchange against a
-//! development-mode server).
+//! development-mode server), and the workload side: `exchange` and
+//! `credential-process`.
 
 mod config_cmd;
 mod demo;
+mod exchange;
 mod policy;
 mod policy_eval;
 mod serve;
@@ -42,6 +44,10 @@ enum Command {
     Token(token::Command),
     /// Run a real exchange against a development-mode server and explain each step.
     Demo(demo::Args),
+    /// Exchange this workload's token for a target's credentials (CI steps, scripts).
+    Exchange(exchange::Args),
+    /// Print a target's AWS credentials as AWS `credential_process` JSON (~/.aws/config).
+    CredentialProcess(exchange::CredentialProcessArgs),
 }
 
 fn main() -> ExitCode {
@@ -55,6 +61,8 @@ fn main() -> ExitCode {
         Command::Policy(cmd) => policy::run(cmd),
         Command::Token(cmd) => token::run(cmd),
         Command::Demo(args) => demo::run(args),
+        Command::Exchange(args) => exchange::run(args),
+        Command::CredentialProcess(args) => exchange::run_credential_process(args),
     };
     match result {
         Ok(code) => code,
