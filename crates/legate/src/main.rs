@@ -3,10 +3,11 @@
 //! One binary, one file per subcommand: `serve` (run the gateway), `status` (ask a
 //! running gateway's operator listener), `config check`, `policy validate|test|eval`,
 //! `token decode`, `demo` (walk a newcomer through an exchange against a
-//! development-mode server).
+//! development-mode server), `metadata-server` (the local credential broker for SDKs).
 
 mod config_cmd;
 mod demo;
+mod metadata_server;
 mod policy;
 mod policy_eval;
 mod serve;
@@ -42,6 +43,9 @@ enum Command {
     Token(token::Command),
     /// Run a real exchange against a development-mode server and explain each step.
     Demo(demo::Args),
+    /// Serve credentials from Legate to unmodified SDKs on a local metadata endpoint
+    /// (AWS IMDSv2 and ECS, GCE metadata, Azure managed identity).
+    MetadataServer(Box<metadata_server::Args>),
 }
 
 fn main() -> ExitCode {
@@ -55,6 +59,7 @@ fn main() -> ExitCode {
         Command::Policy(cmd) => policy::run(cmd),
         Command::Token(cmd) => token::run(cmd),
         Command::Demo(args) => demo::run(args),
+        Command::MetadataServer(args) => metadata_server::run(*args),
     };
     match result {
         Ok(code) => code,
