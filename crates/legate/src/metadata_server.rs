@@ -256,6 +256,37 @@ mod tests {
         );
     }
 
+    /// Stops `legate metadata-server` from serving credentials to the network because
+    /// of a typo in `--listen`: without `--allow-non-loopback` it exits with an error.
+    #[test]
+    fn a_non_loopback_listen_address_needs_the_flag() {
+        let dir = tempfile::tempdir().unwrap();
+        let token = format!("file:{}", dir.path().join("t").display());
+        let argv = |extra: &[&str]| {
+            let mut v = vec![
+                "x",
+                "--url",
+                "http://127.0.0.1:1",
+                "--token-source",
+                &token,
+                "--gcp-target",
+                "g",
+                "--listen",
+                "192.0.2.1:9944",
+            ];
+            v.extend_from_slice(extra);
+            Cli::try_parse_from(v).unwrap().args
+        };
+        let err = run(argv(&[])).unwrap_err().to_string();
+        assert!(err.contains("not a loopback address"), "{err}");
+        // With the flag the refusal is gone: what remains is the OS refusing an
+        // address this host does not have (TEST-NET-1), not the broker.
+        let err = run(argv(&["--allow-non-loopback"]))
+            .unwrap_err()
+            .to_string();
+        assert!(!err.contains("not a loopback address"), "{err}");
+    }
+
     #[test]
     fn secret_files_are_trimmed_bounded_and_never_echoed() {
         let dir = tempfile::tempdir().unwrap();
