@@ -11,7 +11,8 @@
 //!    is loopback): a page in a browser that DNS-rebinds `evil.example` to 127.0.0.1
 //!    still sends `Host: evil.example…` and gets 403; no `Host` at all gets 400.
 //! 4. Requests are bounded: the URI at [`MAX_URI_BYTES`], no request body, at most
-//!    [`MAX_CONCURRENT_REQUESTS`] in flight (more wait for a slot).
+//!    [`MAX_CONCURRENT_REQUESTS`] in flight and [`MAX_CONNECTIONS`] connections open
+//!    (more wait for a slot).
 //! 5. Each shape's own proof: an IMDSv2 session token, the ECS `Authorization` value,
 //!    `Metadata-Flavor: Google`, the App Service `X-IDENTITY-HEADER` value, IMDS
 //!    `Metadata: true`.
@@ -38,7 +39,11 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, put};
 use legate_core::Secret;
 use serde_json::json;
-use tokio::net::TcpListener;
+use std::pin::Pin;
+use std::task::{Context, Poll};
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tower::limit::ConcurrencyLimitLayer;
 
 use crate::Clock;
@@ -49,6 +54,8 @@ use crate::fetch::{CredentialFetcher, Fetched};
 pub const MAX_URI_BYTES: usize = 2048;
 /// Requests handled at once; more wait (the credential cache is single-flight anyway).
 pub const MAX_CONCURRENT_REQUESTS: usize = 64;
+/// Connections open at once; more wait in the kernel's backlog until one closes.
+pub const MAX_CONNECTIONS: usize = 128;
 /// IMDSv2 session tokens outstanding at once. At the limit, expired sessions are
 /// dropped first; if all are live, the one expiring soonest is evicted, so a flood of
 /// `PUT`s cannot lock SDKs out (they fetch a new session token for every credential
@@ -262,15 +269,95 @@ pub async fn bind(addr: SocketAddr, allow_non_loopback: bool) -> Result<TcpListe
         .map_err(|source| BindError::Io { addr, source })
 }
 
-/// Serves `broker` on `listener` until `shutdown` completes.
+/// Serves `broker` on `listener` until `shutdown` completes, with at most
+/// [`MAX_CONNECTIONS`] connections open (more wait in the kernel's backlog).
 pub async fn serve(
     listener: TcpListener,
     broker: Arc<Broker>,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
+    let listener = BoundedListener::new(listener, MAX_CONNECTIONS);
     axum::serve(listener, router(broker))
         .with_graceful_shutdown(shutdown)
         .await
+}
+
+/// A listener that accepts a connection only while fewer than its limit are open.
+#[derive(Debug)]
+pub struct BoundedListener {
+    inner: TcpListener,
+    permits: Arc<Semaphore>,
+}
+
+impl BoundedListener {
+    /// Wraps `inner`, allowing `max` open connections.
+    pub fn new(inner: TcpListener, max: usize) -> Self {
+        Self {
+            inner,
+            permits: Arc::new(Semaphore::new(max)),
+        }
+    }
+}
+
+impl axum::serve::Listener for BoundedListener {
+    type Io = CountedStream;
+    type Addr = SocketAddr;
+
+    async fn accept(&mut self) -> (Self::Io, Self::Addr) {
+        // INVARIANT: the semaphore is never closed, so acquiring only waits.
+        let permit = loop {
+            if let Ok(p) = self.permits.clone().acquire_owned().await {
+                break p;
+            }
+        };
+        let (stream, addr) = axum::serve::Listener::accept(&mut self.inner).await;
+        (
+            CountedStream {
+                stream,
+                _permit: permit,
+            },
+            addr,
+        )
+    }
+
+    fn local_addr(&self) -> std::io::Result<Self::Addr> {
+        self.inner.local_addr()
+    }
+}
+
+/// A connection holding one of its listener's slots until it is dropped.
+#[derive(Debug)]
+pub struct CountedStream {
+    stream: TcpStream,
+    _permit: OwnedSemaphorePermit,
+}
+
+impl AsyncRead for CountedStream {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.stream).poll_read(cx, buf)
+    }
+}
+
+impl AsyncWrite for CountedStream {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        Pin::new(&mut self.stream).poll_write(cx, buf)
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.stream).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.stream).poll_shutdown(cx)
+    }
 }
 
 /// The broker's state: what it serves, where, the cache and the IMDSv2 sessions.

@@ -634,3 +634,33 @@ fn configs_are_checked_before_serving() {
     assert!(!err.contains("two words"), "{err}");
     assert!(full_config().validate().is_ok());
 }
+
+/// Stops a local process from exhausting the broker's memory and file descriptors with
+/// open connections: the listener accepts the next one only after one closes.
+#[tokio::test]
+async fn the_listener_holds_at_most_its_limit_of_connections() {
+    use axum::serve::Listener as _;
+    let inner = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = inner.local_addr().unwrap();
+    let mut listener = BoundedListener::new(inner, 2);
+    let _c1 = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let _c2 = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let c3 = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let (first, _) = listener.accept().await;
+    let (_second, _) = listener.accept().await;
+    let third = tokio::spawn(async move { listener.accept().await });
+    for _ in 0..50 {
+        tokio::task::yield_now().await;
+    }
+    assert!(
+        !third.is_finished(),
+        "a third connection was accepted over the limit of 2"
+    );
+    drop(first);
+    let (stream, _) = third.await.unwrap();
+    assert_eq!(
+        stream.stream.peer_addr().unwrap(),
+        c3.local_addr().unwrap(),
+        "the waiting connection is accepted once a slot frees"
+    );
+}
