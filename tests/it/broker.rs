@@ -38,7 +38,8 @@ use serde_json::{Value, json};
 use tokio::process::Command;
 
 use crate::harness::{
-    CloudTargetSpec, Legate, Setup, TrustSpec, UPSTREAM_AUDIENCE, upstream_claims,
+    CloudTargetSpec, Legate, Setup, TrustSpec, UPSTREAM_AUDIENCE, plain_http_client,
+    upstream_claims,
 };
 use crate::issuer::TestIssuer;
 use crate::peers::{Moto, TestPki};
@@ -395,4 +396,70 @@ async fn azure_identity_asking_for_another_resource_is_refused() {
         .await;
     assert!(refused.is_err(), "{refused:?}");
     assert!(world.entra.last_issued().is_none());
+}
+
+/// The IMDSv2 rules and the `Host` check on the wire (real HTTP through hyper, not a
+/// router call): no session token 401, an expired one 401, a PUT through a relay
+/// (`X-Forwarded-For`) 403, TTLs outside 1–21600 400, a rebinding `Host` 403. None of
+/// these reaches Legate (its URL here goes nowhere).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn imdsv2_rules_hold_on_the_wire() {
+    let dir = tempfile::tempdir().unwrap();
+    let source = Arc::new(FileTokenSource::new(dir.path().join("token")));
+    let fetcher = LegateFetcher::new("http://127.0.0.1:1", source).unwrap();
+    let clock = Arc::new(legate_broker::ManualClock::new(1_800_000_000));
+    let listener = legate_broker::bind("127.0.0.1:0".parse().unwrap(), false)
+        .await
+        .unwrap();
+    let local = listener.local_addr().unwrap();
+    let config = BrokerConfig {
+        aws: Some(AwsShape {
+            target: AWS_TARGET.into(),
+            role_name: "legate".into(),
+            ecs_auth_token: None,
+        }),
+        ..BrokerConfig::default()
+    };
+    let broker = Broker::new(config, local, Arc::new(fetcher), clock.clone()).unwrap();
+    let task = tokio::spawn(async move {
+        legate_broker::serve(listener, broker, std::future::pending())
+            .await
+            .unwrap();
+    });
+    let http = plain_http_client(Duration::from_secs(10));
+    let url = |path: &str| format!("http://{local}{path}");
+    let put = |ttl: &str| {
+        http.put(url("/latest/api/token"))
+            .header("x-aws-ec2-metadata-token-ttl-seconds", ttl.to_owned())
+    };
+    let roles = "/latest/meta-data/iam/security-credentials/";
+
+    for ttl in ["0", "21601", "x"] {
+        assert_eq!(put(ttl).send().await.unwrap().status(), 400, "ttl {ttl}");
+    }
+    let relayed = put("60")
+        .header("x-forwarded-for", "203.0.113.7")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(relayed.status(), 403);
+    assert_eq!(http.get(url(roles)).send().await.unwrap().status(), 401);
+
+    let session = put("60").send().await.unwrap().text().await.unwrap();
+    let read = || {
+        http.get(url(roles))
+            .header("x-aws-ec2-metadata-token", session.clone())
+    };
+    let ok = read().send().await.unwrap();
+    assert_eq!(ok.status(), 200);
+    assert_eq!(ok.text().await.unwrap(), "legate");
+    let rebound = read().header("host", format!("evil.example:{}", local.port()));
+    assert_eq!(rebound.send().await.unwrap().status(), 403);
+    clock.advance(60);
+    assert_eq!(
+        read().send().await.unwrap().status(),
+        401,
+        "expired session"
+    );
+    task.abort();
 }
