@@ -5,7 +5,8 @@
 //! - [`issuer`]: an upstream OIDC issuer under the test's control (rotation,
 //!   outages, redirects, slow drip, request counters);
 //! - [`harness`]: Legate in-process with a manual clock and in-memory audit;
-//! - the test modules, one per concern: [`actor`], [`admin`], [`attacks`], [`client`], [`clouds`],
+//! - the test modules, one per concern: [`actor`], [`admin`], [`attacks`], [`broker`], [`client`],
+//!   [`clouds`],
 //!   [`exchange`], [`fakes`], [`grants`], [`hygiene`], [`limits`], [`mock_provider`],
 //!   [`keys`], [`operator`], [`proxy`], [`reload`], [`replay`], [`robustness`], [`routing`],
 //!   [`wire`].
@@ -17,6 +18,7 @@ mod peers;
 mod actor;
 mod admin;
 mod attacks;
+mod broker;
 mod client;
 mod clouds;
 mod exchange;

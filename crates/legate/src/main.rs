@@ -3,12 +3,13 @@
 //! One binary, one file per subcommand: `serve` (run the gateway), `status` (ask a
 //! running gateway's operator listener), `config check`, `policy validate|test|eval`,
 //! `token decode`, `demo` (walk a newcomer through an exchange against a
-//! development-mode server), and the workload side: `exchange` and
-//! `credential-process`.
+//! development-mode server), and the workload side: `exchange`, `credential-process`
+//! and `metadata-server` (the local credential broker for SDKs).
 
 mod config_cmd;
 mod demo;
 mod exchange;
+mod metadata_server;
 mod policy;
 mod policy_eval;
 mod serve;
@@ -48,6 +49,9 @@ enum Command {
     Exchange(exchange::Args),
     /// Print a target's AWS credentials as AWS `credential_process` JSON (~/.aws/config).
     CredentialProcess(exchange::CredentialProcessArgs),
+    /// Serve credentials from Legate to unmodified SDKs on a local metadata endpoint
+    /// (AWS IMDSv2 and ECS, GCE metadata, Azure managed identity).
+    MetadataServer(Box<metadata_server::Args>),
 }
 
 fn main() -> ExitCode {
@@ -63,6 +67,7 @@ fn main() -> ExitCode {
         Command::Demo(args) => demo::run(args),
         Command::Exchange(args) => exchange::run(args),
         Command::CredentialProcess(args) => exchange::run_credential_process(args),
+        Command::MetadataServer(args) => metadata_server::run(*args),
     };
     match result {
         Ok(code) => code,

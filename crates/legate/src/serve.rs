@@ -196,7 +196,7 @@ fn banner(state: &AppState, operator: SocketAddr) -> String {
     )
 }
 
-async fn shutdown_signal() {
+pub(crate) async fn shutdown_signal() {
     let ctrl_c = async {
         let _ = tokio::signal::ctrl_c().await;
     };
