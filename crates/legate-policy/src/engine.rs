@@ -325,7 +325,7 @@ impl PolicyEngine {
             schema, schema_src, &parsed, policies, &ests,
         )?);
         if let Some(templates) = lint_templates {
-            warnings.extend(crate::lint::check(&parsed, policies, templates)?);
+            warnings.extend(crate::lint::check(&parsed, policies, templates, &ests)?);
         }
         let mut engine = Self::assemble(parsed, &ests, &shadow_ids, targets, trusts, warnings)?;
         engine.set_hash = policy_set_hash(policies);

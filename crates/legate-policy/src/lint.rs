@@ -125,6 +125,7 @@ pub(crate) fn check(
     parsed: &Parsed,
     sources: &[(String, String)],
     templates: &BTreeMap<String, &'static Template>,
+    ests: &std::collections::HashMap<String, crate::claim_refs::Est>,
 ) -> Result<Vec<String>, PolicyLoadError> {
     let mut lines: BTreeMap<&str, Vec<usize>> = BTreeMap::new();
     for (file, text) in sources {
@@ -162,7 +163,16 @@ pub(crate) fn check(
                 continue;
             }
         };
-        let findings = lint_policy(policy, templates);
+        // Each policy's JSON form, rendered once per load for every check that reads it.
+        let rendered;
+        let est = match ests.get(id) {
+            Some(est) => est,
+            None => {
+                rendered = crate::claim_refs::est(policy);
+                &rendered
+            }
+        };
+        let findings = lint_policy(policy, templates, est.as_ref().ok());
         let fired: BTreeSet<LintId> = findings.iter().map(|(l, _, _)| *l).collect();
         for (lint, message, fix) in findings {
             if allowed.contains(&lint) {
@@ -223,10 +233,14 @@ fn allowed_lints(policy: &Policy) -> Result<BTreeSet<LintId>, String> {
 type Raw = (LintId, String, String);
 
 /// The findings on one policy, before `@allow_lint`.
-fn lint_policy(policy: &Policy, templates: &BTreeMap<String, &'static Template>) -> Vec<Raw> {
+fn lint_policy(
+    policy: &Policy,
+    templates: &BTreeMap<String, &'static Template>,
+    est: Option<&serde_json::Value>,
+) -> Vec<Raw> {
     let mut out = Vec::new();
     let permit = policy.effect() == Effect::Permit;
-    let Ok(est) = policy.to_json() else {
+    let Some(est) = est else {
         if permit {
             out.push((
                 LintId::UnboundSubject,
@@ -332,7 +346,7 @@ fn lint_policy(policy: &Policy, templates: &BTreeMap<String, &'static Template>)
                 format!("also bind `principal.claims.{stable}`"),
             ));
         }
-        for (path, pattern) in likes(&est) {
+        for (path, pattern) in likes(est) {
             let rendered = render_pattern(&pattern);
             let mut rules: Vec<Wildcards> = Vec::new();
             let generic = policy_trusts
@@ -369,7 +383,7 @@ fn lint_policy(policy: &Policy, templates: &BTreeMap<String, &'static Template>)
     if let Some(trusts) = &policy_trusts {
         let models: Vec<&Template> = trusts.iter().filter_map(|t| template_of(t)).collect();
         if !trusts.is_empty() && models.len() == trusts.len() {
-            for claim in claims_named(&est) {
+            for claim in claims_named(est) {
                 if !models.iter().any(|t| t.emits(&claim)) {
                     let issuers = models.iter().map(|t| t.id).collect::<Vec<_>>().join(", ");
                     out.push((
