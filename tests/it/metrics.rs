@@ -231,7 +231,18 @@ async fn metrics_count_allowed_and_denied_exchanges_with_bounded_labels() {
         2.0,
         "{text}"
     );
+    assert_eq!(
+        value(&after, "legate_trust_keys", &[("trust", TRUST)]),
+        1.0,
+        "{text}"
+    );
+    assert_eq!(
+        value(&after, "legate_trust_fetch_failing", &[("trust", TRUST)]),
+        0.0,
+        "{text}"
+    );
     for name in [
+        "legate_trust_keys_age_seconds",
         "legate_audit_queue_depth",
         "legate_audit_queue_capacity",
         "legate_credential_cache_hits_total",

@@ -185,6 +185,21 @@ async fn metrics_text(State(state): State<AppState>) -> Response {
     let inner = &state.inner;
     let audit = inner.audit.stats();
     let cache = inner.credential_cache.stats();
+    let now = inner.clock.now();
+    let trusts = inner
+        .trust
+        .status()
+        .await
+        .into_iter()
+        .map(|t| metrics::TrustSnapshot {
+            keys: u64::try_from(t.keys).unwrap_or(u64::MAX),
+            age_secs: t
+                .fetched_at
+                .map(|at| u64::try_from(now.saturating_sub(at)).unwrap_or(0)),
+            fetch_failing: t.last_error.is_some(),
+            name: t.name,
+        })
+        .collect();
     let snapshot = metrics::Snapshot {
         audit_queue_depth: u64::try_from(inner.audit.depth()).unwrap_or(u64::MAX),
         audit_queue_capacity: u64::try_from(inner.audit.capacity()).unwrap_or(u64::MAX),
@@ -195,6 +210,7 @@ async fn metrics_text(State(state): State<AppState>) -> Response {
         credential_cache_misses: cache.misses,
         credential_cache_entries: cache.entries,
         replay_cache_entries: u64::try_from(inner.replay.len()).unwrap_or(u64::MAX),
+        trusts,
     };
     let mut response = match inner.metrics.render(&snapshot) {
         Ok(text) => (

@@ -17,8 +17,8 @@ use std::collections::HashSet;
 use std::sync::{Mutex, PoisonError};
 
 use prometheus::{
-    Encoder, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, Opts,
-    Registry, TextEncoder,
+    Encoder, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge,
+    IntGaugeVec, Opts, Registry, TextEncoder,
 };
 
 use crate::audit::{AuditEvent, Outcome};
@@ -60,6 +60,9 @@ pub struct Metrics {
     credential_cache_misses: IntCounter,
     credential_cache_entries: IntGauge,
     replay_cache_entries: IntGauge,
+    trust_keys: IntGaugeVec,
+    trust_keys_age: IntGaugeVec,
+    trust_fetch_failing: IntGaugeVec,
     /// Serialises scrapes: the counters mirrored from elsewhere are advanced by the
     /// difference since the last scrape, which two concurrent scrapes would count twice.
     scrape: Mutex<()>,
@@ -75,7 +78,7 @@ impl std::fmt::Debug for Metrics {
 }
 
 /// What [`Metrics::render`] reads at scrape time, gathered by the caller.
-#[derive(Debug, Clone, Copy, Default)]
+#[derive(Debug, Clone, Default)]
 pub struct Snapshot {
     /// Audit events waiting for the writer.
     pub audit_queue_depth: u64,
@@ -95,6 +98,21 @@ pub struct Snapshot {
     pub credential_cache_entries: u64,
     /// Replay cache entries now (approximate).
     pub replay_cache_entries: u64,
+    /// Each trust's key status.
+    pub trusts: Vec<TrustSnapshot>,
+}
+
+/// One trust's keys at scrape time.
+#[derive(Debug, Clone, Default)]
+pub struct TrustSnapshot {
+    /// The configured trust name.
+    pub name: String,
+    /// Usable keys now.
+    pub keys: u64,
+    /// Seconds since the current key set was fetched; `None` before the first fetch.
+    pub age_secs: Option<u64>,
+    /// Whether the last fetch failed.
+    pub fetch_failing: bool,
 }
 
 impl Metrics {
@@ -119,6 +137,8 @@ impl Metrics {
             ),
             &["target"],
         )?;
+        let per_trust =
+            |name: &str, help: &str| IntGaugeVec::new(Opts::new(name, help), &["trust"]);
         let gauge = |name: &str, help: &str| IntGauge::new(name, help);
         let counter = |name: &str, help: &str| IntCounter::new(name, help);
         let metrics = Self {
@@ -160,6 +180,18 @@ impl Metrics {
                 "legate_replay_cache_entries",
                 "Single-use token ids held by the replay cache now (approximate).",
             )?,
+            trust_keys: per_trust(
+                "legate_trust_keys",
+                "Usable upstream keys in the trust's current set.",
+            )?,
+            trust_keys_age: per_trust(
+                "legate_trust_keys_age_seconds",
+                "Seconds since the trust's current key set was fetched (static sets: since start).",
+            )?,
+            trust_fetch_failing: per_trust(
+                "legate_trust_fetch_failing",
+                "1 when the trust's last key fetch failed (the previous keys stay in use while stale-if-error allows), else 0.",
+            )?,
             exchanges,
             exchange_duration,
             registry,
@@ -173,6 +205,13 @@ impl Metrics {
         let r = &self.registry;
         r.register(Box::new(self.exchanges.clone()))?;
         r.register(Box::new(self.exchange_duration.clone()))?;
+        for g in [
+            &self.trust_keys,
+            &self.trust_keys_age,
+            &self.trust_fetch_failing,
+        ] {
+            r.register(Box::new(g.clone()))?;
+        }
         for g in [
             &self.audit_queue_depth,
             &self.audit_queue_capacity,
@@ -240,6 +279,17 @@ impl Metrics {
             &self.credential_cache_misses,
             snapshot.credential_cache_misses,
         );
+        for t in &snapshot.trusts {
+            let trust = bounded(Some(&t.name), &self.trusts);
+            set(&self.trust_keys.with_label_values(&[trust]), t.keys);
+            if let Some(age) = t.age_secs {
+                set(&self.trust_keys_age.with_label_values(&[trust]), age);
+            }
+            set(
+                &self.trust_fetch_failing.with_label_values(&[trust]),
+                u64::from(t.fetch_failing),
+            );
+        }
         let mut buf = Vec::new();
         TextEncoder::new().encode(&self.registry.gather(), &mut buf)?;
         String::from_utf8(buf).map_err(|_| MetricsError::Utf8)
@@ -313,6 +363,12 @@ mod tests {
                 audit_queue_depth: 3,
                 credential_cache_hits: 7,
                 replay_cache_entries: 2,
+                trusts: vec![TrustSnapshot {
+                    name: "corp".to_owned(),
+                    keys: 2,
+                    age_secs: Some(41),
+                    fetch_failing: true,
+                }],
                 ..Snapshot::default()
             })
             .unwrap();
@@ -343,6 +399,18 @@ mod tests {
             "{text}"
         );
         assert!(text.contains("legate_replay_cache_entries 2"), "{text}");
+        assert!(
+            text.contains(r#"legate_trust_keys{trust="corp"} 2"#),
+            "{text}"
+        );
+        assert!(
+            text.contains(r#"legate_trust_keys_age_seconds{trust="corp"} 41"#),
+            "{text}"
+        );
+        assert!(
+            text.contains(r#"legate_trust_fetch_failing{trust="corp"} 1"#),
+            "{text}"
+        );
     }
 
     /// Stops an attacker from creating unbounded time series (or smuggling text into the
