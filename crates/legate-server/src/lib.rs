@@ -18,9 +18,9 @@
 //!
 //! Layout: [`config`] (file → typed config), [`app`] (state), [`token`] (the exchange
 //! handler), [`error`] (`ApiError`), [`audit`], [`net`] (client address), [`clock`],
-//! [`dev`] (demo issuer), [`reload`] (the active policy set and hot reload), [`serve`]
-//! (the accept loop and its limits), and this file
-//! (routers, [`run`] and [`run_operator`]).
+//! [`dev`] (demo issuer), [`metrics`] (Prometheus), [`reload`] (the active policy set and
+//! hot reload), [`serve`] (the accept loop and its limits), and this file (routers,
+//! [`run`] and [`run_operator`]).
 
 pub mod actor;
 pub mod admin;
