@@ -8,7 +8,7 @@
 //! - the test modules, one per concern: [`actor`], [`admin`], [`attacks`], [`broker`], [`client`],
 //!   [`clouds`],
 //!   [`exchange`], [`fakes`], [`grants`], [`hygiene`], [`limits`], [`mock_provider`],
-//!   [`keys`], [`operator`], [`proxy`], [`reload`], [`replay`], [`robustness`], [`routing`],
+//!   [`keys`], [`metrics`], [`operator`], [`proxy`], [`reload`], [`replay`], [`robustness`], [`routing`],
 //!   [`wire`].
 
 mod harness;
@@ -27,6 +27,7 @@ mod grants;
 mod hygiene;
 mod keys;
 mod limits;
+mod metrics;
 mod mock_provider;
 mod operator;
 mod proxy;

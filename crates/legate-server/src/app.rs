@@ -62,6 +62,9 @@ pub enum StartupError {
     /// A cloud target's HTTPS client could not be built (endpoint, CA bundle).
     #[error("target: {0}")]
     Provider(#[from] legate_sts::ClientBuildError),
+    /// The metrics registry could not be built.
+    #[error("metrics: {0}")]
+    Metrics(#[from] crate::metrics::MetricsError),
     /// The audit log could not be opened.
     #[error("audit log `{path}`: {source}")]
     Audit {
@@ -132,6 +135,8 @@ pub(crate) struct Inner {
     pub(crate) server: Arc<crate::serve::ServerStats>,
     /// The admin endpoints' state, when `[admin] enabled = true`.
     pub(crate) admin: Option<crate::admin::Admin>,
+    /// `GET /metrics` on the operator listener.
+    pub(crate) metrics: crate::metrics::Metrics,
 }
 
 impl AppState {
@@ -262,6 +267,10 @@ impl AppState {
         let targets = with_ca_bundles(config)?;
         let credential_cache = CredentialCache::new(config.credential_cache);
         let providers = build_providers(config, &issuer, &targets, &credential_cache)?;
+        let metrics = crate::metrics::Metrics::new(
+            trust_meta.keys().cloned(),
+            targets.iter().map(|t| t.name.clone()),
+        )?;
 
         Ok(Self {
             inner: Arc::new(Inner {
@@ -283,6 +292,7 @@ impl AppState {
                     crate::serve::ServerLimits::from_config(&config.server),
                 )),
                 admin: crate::admin::Admin::new(&config.admin),
+                metrics,
             }),
         })
     }

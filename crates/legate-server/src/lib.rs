@@ -6,7 +6,7 @@
 //! development mode only, the demo issuer. Every exchange leaves one audit event.
 //! A second, operator listener ([`run_operator`]) serves `/status`: the trust list,
 //! fetch errors, the policy set's hash and the server's counters, which the public
-//! listener never shows.
+//! listener never shows; and `/metrics` for Prometheus ([`metrics`]).
 //!
 //! What it does not do: no verification, policy or signing logic of its own — it wires
 //! `legate-trust`, `legate-policy`, `legate-state` and `legate-sts` together in the
@@ -18,9 +18,9 @@
 //!
 //! Layout: [`config`] (file → typed config), [`app`] (state), [`token`] (the exchange
 //! handler), [`error`] (`ApiError`), [`audit`], [`net`] (client address), [`clock`],
-//! [`dev`] (demo issuer), [`reload`] (the active policy set and hot reload), [`serve`]
-//! (the accept loop and its limits), and this file
-//! (routers, [`run`] and [`run_operator`]).
+//! [`dev`] (demo issuer), [`metrics`] (Prometheus), [`reload`] (the active policy set and
+//! hot reload), [`serve`] (the accept loop and its limits), and this file (routers,
+//! [`run`] and [`run_operator`]).
 
 pub mod actor;
 pub mod admin;
@@ -32,6 +32,7 @@ pub mod dev;
 pub mod error;
 #[doc(hidden)]
 pub mod fuzz_logic;
+pub mod metrics;
 pub mod net;
 pub mod reload;
 pub mod serve;
@@ -68,14 +69,16 @@ pub fn router(state: AppState) -> Router {
         .with_state(state)
 }
 
-/// The operator router over `state`: `GET /status`, and with `[admin] enabled = true`
+/// The operator router over `state`: `GET /status`, `GET /metrics` ([`metrics`]), and with `[admin] enabled = true`
 /// the admin endpoints ([`admin`]).
 ///
 /// SECURITY: what it shows (issuer URLs, key counts, fetch errors, the policy set's
 /// hash, and the admin endpoints' decisions and explanations) helps an attacker aim;
 /// serve it only on the operator listener, never where `/token` is.
 pub fn operator_router(state: AppState) -> Router {
-    let mut router = Router::new().route("/status", get(status));
+    let mut router = Router::new()
+        .route("/status", get(status))
+        .route("/metrics", get(metrics_text));
     if state.inner.admin.is_some() {
         router = router.merge(admin::routes());
     }
@@ -170,6 +173,59 @@ async fn status(State(state): State<AppState>) -> Response {
         },
     });
     let mut response = Json(body).into_response();
+    response
+        .headers_mut()
+        .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    response
+}
+
+/// The Prometheus scrape: the text format 0.0.4, mirrored counters read now.
+async fn metrics_text(State(state): State<AppState>) -> Response {
+    use std::sync::atomic::Ordering;
+    let inner = &state.inner;
+    let audit = inner.audit.stats();
+    let cache = inner.credential_cache.stats();
+    let now = inner.clock.now();
+    let trusts = inner
+        .trust
+        .status()
+        .await
+        .into_iter()
+        .map(|t| metrics::TrustSnapshot {
+            keys: u64::try_from(t.keys).unwrap_or(u64::MAX),
+            age_secs: t
+                .fetched_at
+                .map(|at| u64::try_from(now.saturating_sub(at)).unwrap_or(0)),
+            fetch_failing: t.last_error.is_some(),
+            name: t.name,
+        })
+        .collect();
+    let snapshot = metrics::Snapshot {
+        audit_queue_depth: u64::try_from(inner.audit.depth()).unwrap_or(u64::MAX),
+        audit_queue_capacity: u64::try_from(inner.audit.capacity()).unwrap_or(u64::MAX),
+        audit_written: audit.written.load(Ordering::Relaxed),
+        audit_refused_queue_full: audit.refused_queue_full.load(Ordering::Relaxed),
+        audit_dropped_queue_full: audit.dropped_queue_full.load(Ordering::Relaxed),
+        credential_cache_hits: cache.hits,
+        credential_cache_misses: cache.misses,
+        credential_cache_entries: cache.entries,
+        replay_cache_entries: u64::try_from(inner.replay.len()).unwrap_or(u64::MAX),
+        trusts,
+    };
+    let mut response = match inner.metrics.render(&snapshot) {
+        Ok(text) => (
+            [(
+                header::CONTENT_TYPE,
+                HeaderValue::from_static(metrics::CONTENT_TYPE),
+            )],
+            text,
+        )
+            .into_response(),
+        Err(e) => {
+            tracing::error!(error = %e, "metrics rendering failed");
+            (StatusCode::INTERNAL_SERVER_ERROR, "metrics unavailable\n").into_response()
+        }
+    };
     response
         .headers_mut()
         .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));

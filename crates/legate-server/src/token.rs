@@ -69,6 +69,7 @@ pub async fn token(State(state): State<AppState>, request: Request) -> Response 
         let latency = u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX);
         let now = task_state.inner.clock.now();
         let (slot, event) = facts.into_event(&result, now, latency);
+        task_state.inner.metrics.record_exchange(&event);
         if let Some(admin) = &task_state.inner.admin {
             admin.decisions().record(&event);
         }
