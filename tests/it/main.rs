@@ -8,7 +8,7 @@
 //! - the test modules, one per concern: [`actor`], [`admin`], [`attacks`], [`broker`], [`client`],
 //!   [`clouds`],
 //!   [`exchange`], [`fakes`], [`grants`], [`hygiene`], [`limits`], [`mock_provider`],
-//!   [`keys`], [`operator`], [`proxy`], [`reload`], [`replay`], [`robustness`], [`routing`],
+//!   [`keys`], [`operator`], [`proxy`], [`ratelimit`], [`reload`], [`replay`], [`robustness`], [`routing`],
 //!   [`wire`].
 
 mod harness;
@@ -30,6 +30,7 @@ mod limits;
 mod mock_provider;
 mod operator;
 mod proxy;
+mod ratelimit;
 mod reload;
 mod replay;
 mod robustness;

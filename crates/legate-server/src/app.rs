@@ -132,6 +132,21 @@ pub(crate) struct Inner {
     pub(crate) server: Arc<crate::serve::ServerStats>,
     /// The admin endpoints' state, when `[admin] enabled = true`.
     pub(crate) admin: Option<crate::admin::Admin>,
+    /// `[limits]`, and the limiter counting against them (in memory: one node).
+    pub(crate) limits: crate::config::LimitsConfig,
+    pub(crate) rate_limiter: Arc<dyn legate_state::RateLimiter>,
+    pub(crate) rate_limit_stats: RateLimitStats,
+}
+
+/// Exchanges refused by rate limits since start, for `/status`.
+#[derive(Debug, Default)]
+pub struct RateLimitStats {
+    /// Refused: the subject was over its limit.
+    pub limited_subject: std::sync::atomic::AtomicU64,
+    /// Refused: the target was over its limit.
+    pub limited_target: std::sync::atomic::AtomicU64,
+    /// Refused: the limiter's key table was full of live keys (503).
+    pub table_full: std::sync::atomic::AtomicU64,
 }
 
 impl AppState {
@@ -283,6 +298,11 @@ impl AppState {
                     crate::serve::ServerLimits::from_config(&config.server),
                 )),
                 admin: crate::admin::Admin::new(&config.admin),
+                limits: config.limits.clone(),
+                rate_limiter: Arc::new(legate_state::MemoryRateLimiter::new(
+                    legate_state::DEFAULT_RATE_LIMIT_KEYS,
+                )),
+                rate_limit_stats: RateLimitStats::default(),
             }),
         })
     }
