@@ -8,7 +8,8 @@
 //! - the test modules, one per concern: [`actor`], [`admin`], [`attacks`], [`broker`], [`client`],
 //!   [`clouds`],
 //!   [`exchange`], [`fakes`], [`grants`], [`hygiene`], [`limits`], [`mock_provider`],
-//!   [`keys`], [`metrics`], [`operator`], [`proxy`], [`reload`], [`replay`], [`robustness`], [`routing`],
+//!   [`keys`], [`metrics`], [`operator`], [`proxy`], [`ratelimit`], [`reload`], [`replay`],
+//!   [`robustness`], [`routing`],
 //!   [`wire`].
 
 mod harness;
@@ -31,6 +32,7 @@ mod metrics;
 mod mock_provider;
 mod operator;
 mod proxy;
+mod ratelimit;
 mod reload;
 mod replay;
 mod robustness;

@@ -59,6 +59,9 @@ pub enum OAuthErrorCode {
     ServerError,
     /// Legate cannot serve the request right now.
     TemporarilyUnavailable,
+    /// Legate's extension, not an RFC 6749 code: the subject or the target is over its
+    /// rate limit (HTTP 429 with `Retry-After`). Clients treat it as "retry later".
+    RateLimited,
 }
 
 impl OAuthErrorCode {
@@ -74,6 +77,7 @@ impl OAuthErrorCode {
             OAuthErrorCode::InvalidTarget => "invalid_target",
             OAuthErrorCode::ServerError => "server_error",
             OAuthErrorCode::TemporarilyUnavailable => "temporarily_unavailable",
+            OAuthErrorCode::RateLimited => "rate_limited",
         }
     }
 }

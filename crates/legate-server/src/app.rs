@@ -137,6 +137,21 @@ pub(crate) struct Inner {
     pub(crate) admin: Option<crate::admin::Admin>,
     /// `GET /metrics` on the operator listener.
     pub(crate) metrics: crate::metrics::Metrics,
+    /// `[limits]`, and the limiter counting against them (in memory: one node).
+    pub(crate) limits: crate::config::LimitsConfig,
+    pub(crate) rate_limiter: Arc<dyn legate_state::RateLimiter>,
+    pub(crate) rate_limit_stats: RateLimitStats,
+}
+
+/// Exchanges refused by rate limits since start, for `/status`.
+#[derive(Debug, Default)]
+pub struct RateLimitStats {
+    /// Refused: the subject was over its limit.
+    pub limited_subject: std::sync::atomic::AtomicU64,
+    /// Refused: the target was over its limit.
+    pub limited_target: std::sync::atomic::AtomicU64,
+    /// Refused: the limiter's key table was full of live keys (503).
+    pub table_full: std::sync::atomic::AtomicU64,
 }
 
 impl AppState {
@@ -293,6 +308,11 @@ impl AppState {
                 )),
                 admin: crate::admin::Admin::new(&config.admin),
                 metrics,
+                limits: config.limits.clone(),
+                rate_limiter: Arc::new(legate_state::MemoryRateLimiter::new(
+                    legate_state::DEFAULT_RATE_LIMIT_KEYS,
+                )),
+                rate_limit_stats: RateLimitStats::default(),
             }),
         })
     }

@@ -13,7 +13,7 @@ use std::path::{Path, PathBuf};
 use ipnet::IpNet;
 use legate_core::Alg;
 use legate_issuer::SigningAlg;
-use legate_state::ReplayMode;
+use legate_state::{Rate, ReplayMode};
 use legate_sts::{
     AwsTarget, AzureTarget, CacheSettings, CloudTarget, GcpTarget, Shaping, Target, TargetKind,
 };
@@ -87,6 +87,8 @@ pub struct Config {
     pub audit: AuditConfig,
     /// `[admin]`.
     pub admin: AdminConfig,
+    /// `[limits]` and each `[[target]]`'s `limits`.
+    pub limits: LimitsConfig,
 }
 
 impl Config {
@@ -262,6 +264,44 @@ pub struct AdminConfig {
     pub recent_decisions: usize,
 }
 
+/// `[limits]`: request rates per subject and per target (absent: no limit), and the
+/// per-target overrides (`[[target]] limits = { per_subject = …, per_target = … }`).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct LimitsConfig {
+    /// Exchanges one subject (trust + upstream `sub`) may make, across targets unless
+    /// the target overrides it.
+    pub per_subject: Option<Rate>,
+    /// Exchanges one target may serve, across all subjects.
+    pub per_target: Option<Rate>,
+    /// Per-target overrides, by target name; a key set there replaces the global one.
+    pub targets: BTreeMap<String, TargetLimits>,
+}
+
+/// One `[[target]]`'s `limits` table.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct TargetLimits {
+    /// Replaces `[limits] per_subject` for this target.
+    pub per_subject: Option<Rate>,
+    /// Replaces `[limits] per_target` for this target.
+    pub per_target: Option<Rate>,
+}
+
+impl LimitsConfig {
+    /// The limits that apply to exchanges for `target`: (per subject, per target).
+    pub fn for_target(&self, target: &str) -> TargetLimits {
+        let o = self.targets.get(target).copied().unwrap_or_default();
+        TargetLimits {
+            per_subject: o.per_subject.or(self.per_subject),
+            per_target: o.per_target.or(self.per_target),
+        }
+    }
+}
+
+/// The largest `rate` and `burst` accepted in a limit.
+pub const MAX_RATE: u64 = 1_000_000;
+/// The longest `per_secs` accepted in a limit (one day).
+pub const MAX_RATE_PERIOD_SECS: u64 = 86_400;
+
 /// The default of `[admin] recent_decisions`.
 pub const DEFAULT_RECENT_DECISIONS: usize = 1_024;
 
@@ -291,6 +331,28 @@ struct RawConfig {
     audit: RawAudit,
     #[serde(default)]
     admin: RawAdmin,
+    #[serde(default)]
+    limits: RawLimits,
+}
+
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawLimits {
+    per_subject: Option<Spanned<RawRate>>,
+    per_target: Option<Spanned<RawRate>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawRate {
+    rate: u64,
+    per_secs: u64,
+    #[serde(default = "default_burst")]
+    burst: u64,
+}
+
+const fn default_burst() -> u64 {
+    1
 }
 
 #[derive(Debug, Deserialize, Default)]
@@ -498,6 +560,8 @@ struct RawTarget {
     transitive_tag_keys: Option<Vec<String>>,
     source_identity: Option<String>,
     copy_claims: Option<Vec<String>>,
+    // Rate limits overriding `[limits]`.
+    limits: Option<RawLimits>,
 }
 
 impl RawTarget {
@@ -733,7 +797,9 @@ impl Checker<'_> {
         let server = self.server(raw.server)?;
         let issuer = self.issuer(raw.issuer)?;
         let trusts = self.trusts(raw.trust, &server.public_url)?;
-        let (targets, target_ca_files) = self.targets(raw.target, issuer.default_lifetime_secs)?;
+        let mut raw_targets = raw.target;
+        let limits = self.limits(raw.limits, &mut raw_targets)?;
+        let (targets, target_ca_files) = self.targets(raw_targets, issuer.default_lifetime_secs)?;
         self.keys_cover_targets(&issuer, &targets)?;
         let credential_cache = self.credential_cache(&raw.credential_cache)?;
         let policy = match (raw.policy.dir, raw.policy.bundled) {
@@ -829,7 +895,65 @@ impl Checker<'_> {
             },
             audit,
             admin,
+            limits,
         })
+    }
+
+    /// `[limits]`, and each target's `limits` (taken out of the raw targets).
+    fn limits(
+        &self,
+        raw: RawLimits,
+        targets: &mut [Spanned<RawTarget>],
+    ) -> Result<LimitsConfig, ConfigError> {
+        let pair = |raw: RawLimits, prefix: &str| -> Result<TargetLimits, ConfigError> {
+            Ok(TargetLimits {
+                per_subject: self.rate(raw.per_subject, &format!("{prefix}per_subject"))?,
+                per_target: self.rate(raw.per_target, &format!("{prefix}per_target"))?,
+            })
+        };
+        let global = pair(raw, "limits.")?;
+        let mut overrides = BTreeMap::new();
+        for (i, t) in targets.iter_mut().enumerate() {
+            let span = t.span();
+            let t = t.get_mut();
+            if let Some(raw) = t.limits.take() {
+                let at = |mut e: ConfigError| {
+                    if e.line.is_none() {
+                        let (line, column) = line_col(self.src, span.start);
+                        (e.line, e.column) = (Some(line), Some(column));
+                    }
+                    e
+                };
+                let limits = pair(raw, &format!("target[{i}].limits.")).map_err(at)?;
+                overrides.insert(t.name.clone(), limits);
+            }
+        }
+        Ok(LimitsConfig {
+            per_subject: global.per_subject,
+            per_target: global.per_target,
+            targets: overrides,
+        })
+    }
+
+    fn rate(&self, raw: Option<Spanned<RawRate>>, key: &str) -> Result<Option<Rate>, ConfigError> {
+        let Some(raw) = raw else { return Ok(None) };
+        let span = raw.span();
+        let r = raw.into_inner();
+        let field = |name: &str, value: u64, max: u64| -> Result<u32, ConfigError> {
+            match u32::try_from(value) {
+                Ok(v) if (1..=max).contains(&value) => Ok(v),
+                _ => Err(self.err(
+                    span.clone(),
+                    format!("{key}.{name}"),
+                    format!("must be between 1 and {max}"),
+                )),
+            }
+        };
+        Ok(Some(Rate {
+            rate: field("rate", r.rate, MAX_RATE)?,
+            per_secs: field("per_secs", r.per_secs, MAX_RATE_PERIOD_SECS)?,
+            burst: field("burst", r.burst, MAX_RATE)?,
+        }))
     }
 
     /// `[admin]`.
@@ -1729,6 +1853,86 @@ labels = { env = "prod" }
 
     fn load(src: &str) -> Result<Config, ConfigError> {
         load_str(src, "legate.toml", Path::new("/etc/legate"))
+    }
+
+    /// `[limits]` as the docs write it, and a target's `limits` replacing one key while
+    /// the other stays global; no `[limits]` means no limit at all.
+    #[test]
+    fn limits_load_with_per_target_overrides_and_default_to_none() {
+        let src = format!(
+            "{GOOD}limits = {{ per_target = {{ rate = 5, per_secs = 1, burst = 5 }} }}\n\n[limits]\nper_subject = {{ rate = 60, per_secs = 60, burst = 10 }}\nper_target = {{ rate = 600, per_secs = 60 }}\n"
+        );
+        let c = load(&src).unwrap();
+        let minute = Rate {
+            rate: 60,
+            per_secs: 60,
+            burst: 10,
+        };
+        assert_eq!(c.limits.per_subject, Some(minute));
+        let deploy = c.limits.for_target("deploy-api");
+        assert_eq!(deploy.per_subject, Some(minute));
+        assert_eq!(
+            deploy.per_target,
+            Some(Rate {
+                rate: 5,
+                per_secs: 1,
+                burst: 5
+            })
+        );
+        let other = c.limits.for_target("other");
+        assert_eq!(
+            other.per_target,
+            Some(Rate {
+                rate: 600,
+                per_secs: 60,
+                burst: 1
+            })
+        );
+        let none = load(GOOD).unwrap();
+        assert_eq!(none.limits, LimitsConfig::default());
+        assert_eq!(
+            none.limits.for_target("deploy-api"),
+            TargetLimits::default()
+        );
+    }
+
+    /// A zero or absurd limit (which would refuse everything, or overflow) is refused
+    /// with the file, line and key; an unknown key in a limit is refused too.
+    #[test]
+    fn bad_limits_are_refused_with_line_and_key() {
+        let global = |table: &str| load(&format!("{GOOD}\n[limits]\nper_subject = {table}\n"));
+        for (table, key) in [
+            ("{ rate = 0, per_secs = 60 }", "limits.per_subject.rate"),
+            ("{ rate = 1, per_secs = 0 }", "limits.per_subject.per_secs"),
+            (
+                "{ rate = 1, per_secs = 100000 }",
+                "limits.per_subject.per_secs",
+            ),
+            (
+                "{ rate = 1, per_secs = 1, burst = 0 }",
+                "limits.per_subject.burst",
+            ),
+            (
+                "{ rate = 5000000, per_secs = 1 }",
+                "limits.per_subject.rate",
+            ),
+        ] {
+            let e = global(table).unwrap_err();
+            assert_eq!(e.key.as_deref(), Some(key), "{table}: {e}");
+            assert!(e.line.is_some(), "{table}: {e}");
+        }
+        let e = global("{ rate = 1, per_secs = 1, bust = 3 }").unwrap_err();
+        assert!(e.to_string().contains("bust"), "{e}");
+        let e = load(&format!(
+            "{GOOD}limits = {{ per_subject = {{ rate = 1, per_secs = 0 }} }}\n"
+        ))
+        .unwrap_err();
+        assert_eq!(
+            e.key.as_deref(),
+            Some("target[0].limits.per_subject.per_secs"),
+            "{e}"
+        );
+        assert!(e.line.is_some(), "{e}");
     }
 
     /// A trust names its issuer template by id or alias; a typo is refused with the file,

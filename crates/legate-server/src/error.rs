@@ -25,6 +25,8 @@ pub struct ApiError {
     pub description: Cow<'static, str>,
     /// The request id.
     pub request_id: String,
+    /// `Retry-After` in whole seconds, for a 429 (a 503 always says 1).
+    pub retry_after_secs: Option<u64>,
 }
 
 impl ApiError {
@@ -38,7 +40,19 @@ impl ApiError {
             code,
             description: description.into(),
             request_id: request_id.to_owned(),
+            retry_after_secs: None,
         }
+    }
+
+    /// A rate-limit refusal (429) telling the client to retry after `secs` (at least 1).
+    pub fn rate_limited(
+        description: impl Into<Cow<'static, str>>,
+        retry_after_secs: u64,
+        request_id: &str,
+    ) -> Self {
+        let mut e = Self::new(OAuthErrorCode::RateLimited, description, request_id);
+        e.retry_after_secs = Some(retry_after_secs.max(1));
+        e
     }
 
     /// The generic rejection of a subject token.
@@ -55,6 +69,7 @@ impl ApiError {
             OAuthErrorCode::InvalidClient => StatusCode::UNAUTHORIZED,
             OAuthErrorCode::ServerError => StatusCode::INTERNAL_SERVER_ERROR,
             OAuthErrorCode::TemporarilyUnavailable => StatusCode::SERVICE_UNAVAILABLE,
+            OAuthErrorCode::RateLimited => StatusCode::TOO_MANY_REQUESTS,
             _ => StatusCode::BAD_REQUEST,
         }
     }
@@ -63,6 +78,7 @@ impl ApiError {
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let status = self.status();
+        let retry_after = self.retry_after_secs;
         let body = ErrorResponse {
             error: self.code,
             error_description: self.description.into_owned(),
@@ -75,6 +91,13 @@ impl IntoResponse for ApiError {
             response
                 .headers_mut()
                 .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+        }
+        if status == StatusCode::TOO_MANY_REQUESTS {
+            // RFC 6585 §4: whole seconds, rounded up by the caller.
+            response.headers_mut().insert(
+                header::RETRY_AFTER,
+                HeaderValue::from(retry_after.unwrap_or(1)),
+            );
         }
         response
     }

@@ -171,6 +171,12 @@ async fn status(State(state): State<AppState>) -> Response {
             "refused_queue_full": audit.stats().refused_queue_full.load(Ordering::Relaxed),
             "dropped_queue_full": audit.stats().dropped_queue_full.load(Ordering::Relaxed),
         },
+        "rate_limits": {
+            "keys": state.inner.rate_limiter.len(),
+            "limited_subject": state.inner.rate_limit_stats.limited_subject.load(Ordering::Relaxed),
+            "limited_target": state.inner.rate_limit_stats.limited_target.load(Ordering::Relaxed),
+            "table_full": state.inner.rate_limit_stats.table_full.load(Ordering::Relaxed),
+        },
     });
     let mut response = Json(body).into_response();
     response

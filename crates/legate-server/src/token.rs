@@ -7,7 +7,8 @@
 //!    same for the actor token, if any, against its own trust ([`crate::actor`]);
 //! 3. decide with policy; then shape the grant from the verified claims (a claim that
 //!    breaks the target's limits refuses the exchange);
-//! 4. (rate limits, when they land);
+//! 4. rate limits: the subject's, then the target's ([`check_rate_limits`]) — a 429
+//!    here has recorded nothing, so the same token can be presented again later;
 //! 5. reserve the request's audit slot — a full audit queue refuses here, 503;
 //! 6. record `(iss, jti)` for single-use trusts: the subject's, then the actor's;
 //! 7. issue through the target's provider;
@@ -132,6 +133,15 @@ pub enum Rejection {
     /// The verified claims cannot be shaped into the target's grant (a missing claim, a
     /// value over an AWS limit): refused, never truncated.
     Grant(ShapeError),
+    /// The subject or the target is over its rate limit (429).
+    RateLimited {
+        /// Which limit.
+        scope: LimitScope,
+        /// Whole seconds until a retry can pass (rounded up).
+        retry_after_secs: u64,
+    },
+    /// The rate limiter's key table is full of live keys: fail closed (503).
+    RateLimitTableFull,
     /// The audit queue is full: nothing may be issued unaudited.
     AuditQueueFull,
     /// The replay cache cannot answer (full, or its backend is down).
@@ -145,7 +155,9 @@ pub enum Rejection {
 impl Rejection {
     fn outcome(&self) -> Outcome {
         match self {
-            Self::Token { .. } | Self::Policy(_) | Self::Grant(_) => Outcome::Deny,
+            Self::Token { .. } | Self::Policy(_) | Self::Grant(_) | Self::RateLimited { .. } => {
+                Outcome::Deny
+            }
             Self::Actor(inner) => inner.outcome(),
             _ => Outcome::Error,
         }
@@ -168,6 +180,15 @@ impl Rejection {
             Self::Token { reason, .. } | Self::KeysUnavailable { reason, .. } => reason,
             Self::Policy(reason) => reason.as_str(),
             Self::AuditQueueFull => "audit_queue_full",
+            Self::RateLimited {
+                scope: LimitScope::Subject,
+                ..
+            } => "rate_limited_subject",
+            Self::RateLimited {
+                scope: LimitScope::Target,
+                ..
+            } => "rate_limited_target",
+            Self::RateLimitTableFull => "rate_limit_table_full",
             Self::State(StateError::TrustFull { .. }) => "replay_cache_trust_full",
             Self::State(StateError::JtiTooLong { .. }) => "jti_too_long",
             Self::State(_) => "state_unavailable",
@@ -187,6 +208,16 @@ impl Rejection {
             Self::Grant(e) => e.to_string(),
             Self::AuditQueueFull => {
                 "the audit queue is full; nothing was recorded or issued".to_owned()
+            }
+            Self::RateLimited {
+                scope,
+                retry_after_secs,
+            } => format!(
+                "the {} is over its rate limit; retry after {retry_after_secs} s",
+                scope.as_str()
+            ),
+            Self::RateLimitTableFull => {
+                "the rate limiter's key table is full of live keys; refused".to_owned()
             }
             Self::State(e) => e.to_string(),
             Self::Issue(e) => e.clone(),
@@ -218,7 +249,18 @@ impl Rejection {
                 "the issuer's keys are unavailable; retry later",
                 request_id,
             ),
-            Self::AuditQueueFull | Self::State(_) => {
+            Self::RateLimited {
+                scope,
+                retry_after_secs,
+            } => ApiError::rate_limited(
+                match scope {
+                    LimitScope::Subject => "too many exchanges for this subject; retry later",
+                    LimitScope::Target => "too many exchanges for this target; retry later",
+                },
+                *retry_after_secs,
+                request_id,
+            ),
+            Self::AuditQueueFull | Self::RateLimitTableFull | Self::State(_) => {
                 ApiError::new(TemporarilyUnavailable, "try again later", request_id)
             }
             Self::Cloud(ExchangeError::TargetRefused { .. }) => ApiError::new(
@@ -234,6 +276,99 @@ impl Rejection {
             Self::Cloud(_) => ApiError::new(ServerError, "internal error", request_id),
         }
     }
+}
+
+/// Which rate limit refused an exchange.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LimitScope {
+    /// `per_subject`.
+    Subject,
+    /// `per_target`.
+    Target,
+}
+
+impl LimitScope {
+    fn as_str(self) -> &'static str {
+        match self {
+            Self::Subject => "subject",
+            Self::Target => "target",
+        }
+    }
+}
+
+/// The longest rate-limit key kept as written; a longer one is replaced by its SHA-256,
+/// so the limiter's table holds keys of bounded size whatever the upstream `sub`.
+const MAX_LIMIT_KEY_BYTES: usize = 256;
+
+/// The key of one counter: its parts joined by NUL (which no trust or target name
+/// holds), hashed when long.
+fn limit_key(parts: &[&str]) -> String {
+    let joined = parts.join("\0");
+    if joined.len() <= MAX_LIMIT_KEY_BYTES {
+        return joined;
+    }
+    let digest = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, joined.as_bytes());
+    format!("h\0{}", hex::encode(digest.as_ref()))
+}
+
+/// Step 4: the subject's limit, then the target's. The subject is counted by trust and
+/// upstream `sub` across targets; a target that overrides `per_subject` counts its
+/// subjects apart (its own rate, its own counter). A request the target's limit refuses
+/// has already been counted for the subject: a runaway job pays for its retries.
+async fn check_rate_limits(
+    state: &AppState,
+    trust: &str,
+    subject: &str,
+    target: &str,
+    now: i64,
+) -> Result<(), Rejection> {
+    use legate_state::RateDecision;
+    use std::sync::atomic::Ordering::Relaxed;
+    let limits = state.inner.limits.for_target(target);
+    let overridden = state
+        .inner
+        .limits
+        .targets
+        .get(target)
+        .is_some_and(|t| t.per_subject.is_some());
+    let now_ms = now.saturating_mul(1_000);
+    let stats = &state.inner.rate_limit_stats;
+    let checks = [
+        (
+            LimitScope::Subject,
+            limits.per_subject,
+            if overridden {
+                limit_key(&["s", trust, subject, target])
+            } else {
+                limit_key(&["s", trust, subject])
+            },
+            &stats.limited_subject,
+        ),
+        (
+            LimitScope::Target,
+            limits.per_target,
+            limit_key(&["t", target]),
+            &stats.limited_target,
+        ),
+    ];
+    for (scope, rate, key, counter) in checks {
+        let Some(rate) = rate else { continue };
+        match state.inner.rate_limiter.check(&key, rate, now_ms).await {
+            RateDecision::Allow => {}
+            RateDecision::Limited { retry_after_ms } => {
+                counter.fetch_add(1, Relaxed);
+                return Err(Rejection::RateLimited {
+                    scope,
+                    retry_after_secs: retry_after_ms.div_ceil(1_000).max(1),
+                });
+            }
+            RateDecision::TableFull => {
+                stats.table_full.fetch_add(1, Relaxed);
+                return Err(Rejection::RateLimitTableFull);
+            }
+        }
+    }
+    Ok(())
 }
 
 /// What the exchange has established so far; the audit event is derived from it once.
@@ -487,7 +622,9 @@ async fn exchange(
         grant.act = actor.as_ref().map(|a| a.act.clone());
     }
 
-    // 4. Rate limits arrive here.
+    // 4. Rate limits, after policy allowed and before anything is reserved or recorded:
+    // a 429 never uses up the `jti`.
+    check_rate_limits(state, trust.name(), claims.subject(), &target.name, now).await?;
 
     // 5. The audit slot, before anything is recorded or issued.
     facts.slot = Some(

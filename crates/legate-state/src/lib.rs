@@ -1,4 +1,5 @@
-//! Legate's shared state: the replay cache (revocations and rate limits come later).
+//! Legate's shared state: the replay cache and rate limits ([`RateLimiter`], in memory
+//! for one node; revocations and the Redis backend come later).
 //!
 //! What it does: records each accepted `(iss, jti)` until the token can no longer be
 //! accepted, and refuses a second use of the same pair. It bounds what it holds: at most
@@ -21,8 +22,12 @@
 //! each with its own lock and its own expiry index, swept a little at every call).
 
 mod memory;
+mod ratelimit;
 
 pub use memory::MemoryReplayCache;
+pub use ratelimit::{
+    DEFAULT_RATE_LIMIT_KEYS, MemoryRateLimiter, Rate, RateDecision, RateFuture, RateLimiter,
+};
 
 /// The longest `jti` the replay cache records, in bytes. A longer one is refused
 /// ([`StateError::JtiTooLong`]) before anything is stored, so an issuer (or a forger
