@@ -45,14 +45,27 @@ pub enum AdminEndpoint {
     Decisions,
     /// `POST /admin/explain`.
     Explain,
+    /// `POST /admin/revocations` and `GET /admin/revocations`.
+    Revocations,
+    /// `GET /admin/inventory`.
+    Inventory,
+    /// `GET /admin/status`.
+    Status,
+    /// `POST /introspect` (RFC 7662), for relying parties of `jwt` targets.
+    Introspect,
 }
 
 impl AdminEndpoint {
-    /// The entity id: `decisions` or `explain`.
+    /// The entity id: `decisions`, `explain`, `revocations`, `inventory`, `status` or
+    /// `introspect`.
     pub fn as_str(self) -> &'static str {
         match self {
             Self::Decisions => "decisions",
             Self::Explain => "explain",
+            Self::Revocations => "revocations",
+            Self::Inventory => "inventory",
+            Self::Status => "status",
+            Self::Introspect => "introspect",
         }
     }
 }
