@@ -625,6 +625,8 @@ pub struct Legate {
     pub config_toml: String,
     task: Option<JoinHandle<std::io::Result<()>>>,
     operator_task: JoinHandle<std::io::Result<()>>,
+    /// The shared state's health checks (`AppState::spawn_state_tasks`).
+    state_tasks: JoinHandle<()>,
     stop: tokio::sync::watch::Sender<bool>,
     dir: tempfile::TempDir,
 }
@@ -635,6 +637,7 @@ impl Drop for Legate {
             task.abort();
         }
         self.operator_task.abort();
+        self.state_tasks.abort();
     }
 }
 
@@ -732,8 +735,10 @@ impl Legate {
         if let Some(limits) = setup.fetch_limits {
             opts.fetch_limits = limits;
         }
-        let state = AppState::build(&config, opts)
-            .unwrap_or_else(|e| panic!("AppState::build: {e}\n{toml}"));
+        let state = AppState::connect(&config, opts)
+            .await
+            .unwrap_or_else(|e| panic!("AppState::connect: {e}\n{toml}"));
+        let state_tasks = state.spawn_state_tasks();
         if setup.warm {
             state.warm().await;
         }
@@ -762,6 +767,7 @@ impl Legate {
             config_toml: toml,
             task: Some(task),
             operator_task,
+            state_tasks,
             stop,
             dir,
         }
