@@ -9,7 +9,7 @@
 //!   [`clouds`],
 //!   [`exchange`], [`fakes`], [`grants`], [`hygiene`], [`limits`], [`mock_provider`],
 //!   [`keys`], [`metrics`], [`operator`], [`proxy`], [`ratelimit`], [`reload`], [`replay`],
-//!   [`robustness`], [`routing`],
+//!   [`robustness`], [`routing`], [`terraform`],
 //!   [`wire`].
 
 mod harness;
@@ -37,4 +37,5 @@ mod reload;
 mod replay;
 mod robustness;
 mod routing;
+mod terraform;
 mod wire;
