@@ -10,10 +10,14 @@
       and /readyz, resource requests and limits, a PodDisruptionBudget, a NetworkPolicy,
       the config and policies from ConfigMaps, the signing keys from a Secret, Redis as
       the state backend.
+  k8s_check.py configmaps ROOT
+      prints the ConfigMaps' data as JSON, by ConfigMap name (for the test that starts
+      Legate's state from them).
 Exits 1 naming every problem.
 """
 
 import copy
+import json
 import os
 import sys
 import tomllib
@@ -138,7 +142,9 @@ def hardening(root):
         expect("metrics on the operator listener, port 9464", server.get("operator_listen", "").endswith(":9464") and ports.get("operator") == 9464)
         expect("shutdown_grace_secs below terminationGracePeriodSeconds", server.get("shutdown_grace_secs", 20) < pod.get("terminationGracePeriodSeconds", 30))
         policy_dir = config.get("policy", {}).get("dir", "")
-        expect("the policies from a ConfigMap", "configMap" in source_of(policy_dir) and policy_dir.startswith("/"))
+        policy_volume = source_of(policy_dir)
+        sources = policy_volume.get("projected", {}).get("sources", [policy_volume])
+        expect("the policies from ConfigMaps", policy_dir.startswith("/") and len(sources) > 0 and all("configMap" in src for src in sources))
         keys = config.get("issuer", {}).get("keys", [])
         expect("signing keys configured", len(keys) >= 1 and not config.get("issuer", {}).get("ephemeral_key", False))
         for k in keys:
@@ -168,6 +174,10 @@ def hardening(root):
 
 
 def main(argv):
+    if len(argv) == 2 and argv[0] == "configmaps":
+        maps = {doc["metadata"]["name"]: doc.get("data", {}) for _, doc in load(argv[1]) if doc["kind"] == "ConfigMap"}
+        print(json.dumps(maps))
+        return
     if len(argv) != 2 or argv[0] not in ("validate", "hardening"):
         raise SystemExit(__doc__)
     problems = validate(argv[1]) if argv[0] == "validate" else hardening(argv[1])

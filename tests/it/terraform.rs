@@ -597,3 +597,86 @@ fn kubernetes_deployment_is_hardened() {
     );
     assert!(out.contains("hardened"), "{out}");
 }
+
+/// A fresh 2048-bit RSA key as a PKCS#8 `PRIVATE KEY` PEM.
+fn rsa_private_key_pem() -> String {
+    use aws_lc_rs::encoding::{AsDer, Pkcs8V1Der};
+    let key = aws_lc_rs::rsa::KeyPair::generate(aws_lc_rs::rsa::KeySize::Rsa2048).unwrap();
+    let der: Pkcs8V1Der<'static> = key.as_der().unwrap();
+    const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    let mut b64 = String::new();
+    for chunk in der.as_ref().chunks(3) {
+        let n = chunk
+            .iter()
+            .enumerate()
+            .fold(0u32, |n, (i, b)| n | (u32::from(*b) << (16 - 8 * i)));
+        for i in 0..4 {
+            if i <= chunk.len() {
+                b64.push(char::from(ALPHABET[((n >> (18 - 6 * i)) & 63) as usize]));
+            } else {
+                b64.push('=');
+            }
+        }
+    }
+    let mut pem = String::from("-----BEGIN PRIVATE KEY-----\n");
+    for line in b64.as_bytes().chunks(64) {
+        pem.push_str(std::str::from_utf8(line).unwrap());
+        pem.push('\n');
+    }
+    pem.push_str("-----END PRIVATE KEY-----\n");
+    pem
+}
+
+/// The ConfigMap's legate.toml and policies are what Legate accepts: the configuration
+/// loads, and Legate's state builds from it (the Cedar policies validate against the
+/// schema and pass the lints, the signing keys load), with the mounted paths pointed at
+/// a temporary folder holding the same files (the schema as the deployment's
+/// `legate-schema` ConfigMap has it, from `policies/`) and freshly generated keys.
+///
+/// The `[state]` table (Redis) is replaced by the in-memory default until this version
+/// of the loader knows the Redis backend's keys; the hardening test checks the table.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kubernetes_configmap_is_a_configuration_legate_starts_with() {
+    let maps: Value = serde_json::from_str(&run_ok(
+        &python(),
+        &[
+            "tests/iac/k8s_check.py",
+            "configmaps",
+            root().to_str().unwrap(),
+        ],
+    ))
+    .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let policies = dir.path().join("policies");
+    std::fs::create_dir(&policies).unwrap();
+    // The ConfigMap legate-schema: `--from-file=policies/legate.cedarschema`.
+    std::fs::copy(
+        root().join("policies").join(legate_policy::SCHEMA_FILE),
+        policies.join(legate_policy::SCHEMA_FILE),
+    )
+    .unwrap();
+    for (name, text) in maps["legate-policies"].as_object().unwrap() {
+        std::fs::write(policies.join(name), text.as_str().unwrap()).unwrap();
+    }
+    let keys = dir.path().join("keys");
+    std::fs::create_dir(&keys).unwrap();
+    let ec = rcgen::KeyPair::generate().unwrap();
+    std::fs::write(keys.join("signing-ec.pem"), ec.serialize_pem()).unwrap();
+    std::fs::write(keys.join("signing-rsa.pem"), rsa_private_key_pem()).unwrap();
+
+    let original = maps["legate-config"]["legate.toml"].as_str().unwrap();
+    let state = original.find("\n[state]").expect("a [state] table");
+    let state_end = original[state + 1..]
+        .find("\n[")
+        .map_or(original.len(), |i| state + 1 + i);
+    let toml = format!("{}{}", &original[..state], &original[state_end..])
+        .replace("/etc/legate/policies", policies.to_str().unwrap())
+        .replace("/etc/legate/keys", keys.to_str().unwrap());
+    let config = legate_server::config::load_str(&toml, "legate.toml", dir.path())
+        .unwrap_or_else(|e| panic!("the ConfigMap's legate.toml does not load: {e}\n{toml}"));
+    let targets: Vec<_> = config.targets.iter().map(|t| t.name.as_str()).collect();
+    assert_eq!(targets, ["aws-deploy", "gcp-deploy", "azure-deploy"]);
+    let clock = std::sync::Arc::new(legate_server::clock::ManualClock::new(0));
+    legate_server::AppState::build(&config, legate_server::BuildOptions::new(clock))
+        .unwrap_or_else(|e| panic!("Legate does not start from the ConfigMap: {e}\n{toml}"));
+}
