@@ -72,13 +72,35 @@ def validate(root):
 
 
 def hardening(root):
+    objects = load(root)
+    problems = hardening_of(objects)
+    # The check is not vacuous: each weakening of the deployment is caught.
+    weakenings = {
+        "one replica": lambda d: d["spec"].update(replicas=1),
+        "root": lambda d: d["spec"]["template"]["spec"]["securityContext"].update(runAsUser=0),
+        "writable root filesystem": lambda d: d["spec"]["template"]["spec"]["containers"][0]["securityContext"].update(readOnlyRootFilesystem=False),
+        "token automount": lambda d: d["spec"]["template"]["spec"].update(automountServiceAccountToken=True),
+        "no readiness probe": lambda d: d["spec"]["template"]["spec"]["containers"][0].pop("readinessProbe"),
+        "no limits": lambda d: d["spec"]["template"]["spec"]["containers"][0]["resources"].pop("limits"),
+    }
+    for what, weaken in weakenings.items():
+        weakened = copy.deepcopy(objects)
+        weaken(next(doc for _, doc in weakened if doc["kind"] == "Deployment"))
+        if not hardening_of(weakened):
+            problems.append(f"the hardening check accepts a deployment with {what}")
+    for kind in ("PodDisruptionBudget", "NetworkPolicy"):
+        if not hardening_of([(n, d) for n, d in objects if d["kind"] != kind]):
+            problems.append(f"the hardening check accepts a deployment without a {kind}")
+    return problems
+
+
+def hardening_of(objects):
     problems = []
 
     def expect(what, ok):
         if not ok:
             problems.append(what)
 
-    objects = load(root)
     by_kind = {}
     for _, doc in objects:
         by_kind.setdefault(doc["kind"], []).append(doc)
