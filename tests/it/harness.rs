@@ -496,7 +496,8 @@ pub fn plain_http_client(timeout: Duration) -> reqwest::Client {
 }
 
 impl Client {
-    fn new(url: String) -> Self {
+    /// A client of the Legate listening at `url` (`http://127.0.0.1:<port>`).
+    pub fn new(url: String) -> Self {
         let http = plain_http_client(Duration::from_secs(20));
         Self { url, http }
     }

@@ -9,7 +9,7 @@
 //!   [`clouds`],
 //!   [`exchange`], [`fakes`], [`fleet`] (replicas on a real Redis, [`redis_server`]), [`grants`], [`hygiene`], [`limits`], [`mock_provider`],
 //!   [`keys`], [`metrics`], [`operator`], [`proxy`], [`ratelimit`], [`reload`], [`replay`],
-//!   [`robustness`], [`routing`],
+//!   [`robustness`], [`routing`], [`terraform`],
 //!   [`wire`].
 
 mod harness;
@@ -39,4 +39,5 @@ mod reload;
 mod replay;
 mod robustness;
 mod routing;
+mod terraform;
 mod wire;
