@@ -65,6 +65,9 @@ pub enum StartupError {
     /// The metrics registry could not be built.
     #[error("metrics: {0}")]
     Metrics(#[from] crate::metrics::MetricsError),
+    /// The credential ledger's writer thread could not be started.
+    #[error("ledger writer: {0}")]
+    Ledger(std::io::Error),
     /// The audit log could not be opened.
     #[error("audit log `{path}`: {source}")]
     Audit {
@@ -141,6 +144,8 @@ pub(crate) struct Inner {
     pub(crate) limits: crate::config::LimitsConfig,
     pub(crate) rate_limiter: Arc<dyn legate_state::RateLimiter>,
     pub(crate) rate_limit_stats: RateLimitStats,
+    /// The credential ledger and the queue in front of it (`[ledger]`).
+    pub(crate) ledger: crate::ledger::LedgerLog,
 }
 
 /// Exchanges refused by rate limits since start, for `/status`.
@@ -287,6 +292,18 @@ impl AppState {
             targets.iter().map(|t| t.name.clone()),
         )?;
 
+        let ledger = crate::ledger::LedgerLog::start(
+            Arc::new(legate_state::MemoryLedger::new(
+                legate_state::LedgerLimits {
+                    retention_secs: config.ledger.retention_secs,
+                    max_entries: config.ledger.max_entries,
+                    max_inventory_keys: config.ledger.max_inventory_keys,
+                },
+            )),
+            config.ledger.queue_capacity,
+        )
+        .map_err(StartupError::Ledger)?;
+
         Ok(Self {
             inner: Arc::new(Inner {
                 clock: opts.clock,
@@ -313,6 +330,7 @@ impl AppState {
                     legate_state::DEFAULT_RATE_LIMIT_KEYS,
                 )),
                 rate_limit_stats: RateLimitStats::default(),
+                ledger,
             }),
         })
     }
@@ -356,6 +374,12 @@ impl AppState {
     /// The public listener's limits and counters.
     pub fn server_stats(&self) -> &crate::serve::ServerStats {
         &self.inner.server
+    }
+
+    /// The credential ledger (its writer's counters; queries through
+    /// [`LedgerLog::ledger`](crate::ledger::LedgerLog::ledger)).
+    pub fn ledger(&self) -> &crate::ledger::LedgerLog {
+        &self.inner.ledger
     }
 
     /// The credential cache's counters (hits, misses, refreshes, evictions).

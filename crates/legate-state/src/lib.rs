@@ -1,5 +1,7 @@
-//! Legate's shared state: the replay cache and rate limits ([`RateLimiter`], in memory
-//! for one node; revocations and the Redis backend come later).
+//! Legate's shared state: the replay cache, rate limits ([`RateLimiter`], in memory
+//! for one node) and the credential ledger ([`Ledger`]: every issued credential and the
+//! inventory of issuers, subjects, targets and refresh paths); revocations and the
+//! Redis backend come later.
 //!
 //! What it does: records each accepted `(iss, jti)` until the token can no longer be
 //! accepted, and refuses a second use of the same pair. It bounds what it holds: at most
@@ -19,10 +21,18 @@
 //!
 //! Layout: this file ([`ReplayCache`], [`ReplayLimits`], [`ReplayMode`],
 //! [`ReplayVerdict`], [`StateError`]) and `memory` (the in-memory backend: sharded maps,
-//! each with its own lock and its own expiry index, swept a little at every call).
+//! each with its own lock and its own expiry index, swept a little at every call),
+//! `ratelimit` ([`RateLimiter`], [`MemoryRateLimiter`]) and `ledger` ([`Ledger`],
+//! [`MemoryLedger`], [`LedgerEntry`], [`Inventory`]).
 
+pub mod ledger;
 mod memory;
 mod ratelimit;
+
+pub use ledger::{
+    CredentialKind, Inventory, Ledger, LedgerEntry, LedgerError, LedgerFilter, LedgerLimits,
+    MemoryLedger,
+};
 
 pub use memory::MemoryReplayCache;
 pub use ratelimit::{
