@@ -7,7 +7,8 @@
 //! - [`harness`]: Legate in-process with a manual clock and in-memory audit;
 //! - the test modules, one per concern: [`actor`], [`admin`], [`attacks`], [`broker`], [`client`],
 //!   [`clouds`],
-//!   [`exchange`], [`fakes`], [`grants`], [`hygiene`], [`limits`], [`mock_provider`],
+//!   [`exchange`], [`fakes`], [`grants`], [`hygiene`], [`inventory`], [`limits`],
+//!   [`mock_provider`],
 //!   [`keys`], [`metrics`], [`operator`], [`proxy`], [`ratelimit`], [`reload`], [`replay`],
 //!   [`robustness`], [`routing`],
 //!   [`wire`].
@@ -26,6 +27,7 @@ mod exchange;
 mod fakes;
 mod grants;
 mod hygiene;
+mod inventory;
 mod keys;
 mod limits;
 mod metrics;
