@@ -201,13 +201,32 @@ pub struct LedgerFilter {
 }
 
 impl LedgerFilter {
-    fn subject_matches(&self, subject: &str) -> bool {
-        self.subject
-            .as_deref()
-            .is_none_or(|s| s == subject || ledger_subject(s) == subject)
+    /// Whether `entry` is selected. (Computes the subject's ledger form on each call;
+    /// a scan over many entries should use one [`Selector`].)
+    pub fn matches(&self, entry: &LedgerEntry) -> bool {
+        Selector::new(self).matches(entry)
+    }
+}
+
+/// A [`LedgerFilter`] ready to test many rows: the wanted subject's ledger form is
+/// computed once.
+#[derive(Debug)]
+pub struct Selector<'a> {
+    filter: &'a LedgerFilter,
+    subject: Option<(&'a str, String)>,
+}
+
+impl<'a> Selector<'a> {
+    /// The selector of `filter`.
+    pub fn new(filter: &'a LedgerFilter) -> Self {
+        Self {
+            filter,
+            subject: filter.subject.as_deref().map(|s| (s, ledger_subject(s))),
+        }
     }
 
-    fn matches_names(
+    /// Whether the names a row has match (a row without a field is not filtered on it).
+    pub fn matches_names(
         &self,
         trust: Option<&str>,
         subject: Option<&str>,
@@ -216,9 +235,13 @@ impl LedgerFilter {
         let eq = |want: &Option<String>, have: Option<&str>| {
             want.as_deref().is_none_or(|w| have.is_none_or(|h| h == w))
         };
-        eq(&self.trust, trust)
-            && eq(&self.target, target)
-            && subject.is_none_or(|s| self.subject_matches(s))
+        eq(&self.filter.trust, trust)
+            && eq(&self.filter.target, target)
+            && subject.is_none_or(|have| {
+                self.subject
+                    .as_ref()
+                    .is_none_or(|(raw, form)| have == *raw || have == form)
+            })
     }
 
     /// Whether `entry` is selected.
@@ -227,8 +250,8 @@ impl LedgerFilter {
             Some(&entry.trust),
             Some(&entry.subject),
             Some(&entry.target),
-        ) && self.kind.is_none_or(|k| k == entry.kind)
-            && self.since.is_none_or(|t| entry.issued_at >= t)
+        ) && self.filter.kind.is_none_or(|k| k == entry.kind)
+            && self.filter.since.is_none_or(|t| entry.issued_at >= t)
     }
 }
 
@@ -613,13 +636,14 @@ impl MemoryLedger {
     /// [`Ledger::entries`], synchronously.
     pub fn entries_now(&self, filter: &LedgerFilter, limit: usize, now: i64) -> Vec<LedgerEntry> {
         let limit = limit.min(MAX_QUERY_LIMIT);
+        let select = Selector::new(filter);
         let mut state = self.lock();
         self.sweep(&mut state, now);
         state
             .entries
             .iter()
             .rev()
-            .filter(|e| filter.matches(e))
+            .filter(|e| select.matches(e))
             .take(limit)
             .cloned()
             .collect()
@@ -628,6 +652,7 @@ impl MemoryLedger {
     /// [`Ledger::inventory`], synchronously.
     pub fn inventory_now(&self, filter: &LedgerFilter, limit: usize, now: i64) -> Inventory {
         let limit = limit.min(MAX_QUERY_LIMIT);
+        let select = Selector::new(filter);
         let mut state = self.lock();
         self.sweep(&mut state, now);
         let since = |seen: &Seen| filter.since.is_none_or(|t| seen.last_seen >= t);
@@ -644,10 +669,10 @@ impl MemoryLedger {
         let kind_ok = |target: &str| kinds.as_ref().is_none_or(|k| k.contains(target));
 
         let (issuers, cut_issuers) = state.issuers.newest(limit, |(trust, _), seen| {
-            filter.matches_names(Some(trust), None, None) && since(seen)
+            select.matches_names(Some(trust), None, None) && since(seen)
         });
         let (paths, cut_paths) = state.paths.newest(limit, |(trust, subject, target), seen| {
-            filter.matches_names(Some(trust), Some(subject), Some(target))
+            select.matches_names(Some(trust), Some(subject), Some(target))
                 && kind_ok(target)
                 && since(seen)
         });
@@ -660,7 +685,7 @@ impl MemoryLedger {
                 .insert(target.as_str());
         }
         let (subjects, cut_subjects) = state.subjects.newest(limit, |(trust, subject), seen| {
-            filter.matches_names(Some(trust), Some(subject), None)
+            select.matches_names(Some(trust), Some(subject), None)
                 && since(seen)
                 && (filter.target.is_none() && filter.kind.is_none()
                     || reached
@@ -672,7 +697,7 @@ impl MemoryLedger {
                         }))
         });
         let (targets, cut_targets) = state.targets.newest(limit, |(target, kind), seen| {
-            filter.matches_names(None, None, Some(target))
+            select.matches_names(None, None, Some(target))
                 && filter.kind.is_none_or(|k| k == *kind)
                 && since(seen)
         });
