@@ -1,5 +1,7 @@
-//! Legate's shared state: the replay cache and rate limits ([`RateLimiter`]), in memory
-//! for one node or in Redis for a fleet ([`RedisBackend`]).
+//! Legate's shared state: the replay cache, rate limits ([`RateLimiter`]) and the
+//! credential ledger ([`Ledger`]: every issued credential and the inventory of issuers,
+//! subjects, targets and refresh paths), in memory for one node or in Redis for a fleet
+//! ([`RedisBackend`]).
 //!
 //! What it does: records each accepted `(iss, jti)` until the token can no longer be
 //! accepted, and refuses a second use of the same pair. It bounds what it holds: at most
@@ -18,9 +20,11 @@
 //! Layout: this file ([`ReplayCache`], [`ReplayLimits`], [`ReplayMode`],
 //! [`ReplayVerdict`], [`StateError`]), `memory` (the in-memory backend: sharded maps,
 //! each with its own lock and its own expiry index, swept a little at every call),
-//! `ratelimit` (GCRA in memory) and `redis_backend` (the shared backend: one atomic
-//! script per operation, the state epoch, the Redis GCRA).
+//! `ratelimit` ([`RateLimiter`], [`MemoryRateLimiter`]), `ledger` ([`Ledger`],
+//! [`MemoryLedger`], [`LedgerEntry`], [`Inventory`]) and `redis_backend` (the shared
+//! backend: one atomic script per operation, the state epoch, the Redis GCRA).
 
+pub mod ledger;
 mod memory;
 mod ratelimit;
 mod redis_backend;
@@ -28,6 +32,11 @@ mod redis_backend;
 pub use redis_backend::{
     RedisBackend, RedisRateLimiter, RedisSettings, RedisStartupError, RedisStats, check_redis_url,
     redact_url,
+};
+
+pub use ledger::{
+    CredentialKind, Inventory, Ledger, LedgerEntry, LedgerError, LedgerFilter, LedgerLimits,
+    MemoryLedger,
 };
 
 pub use memory::MemoryReplayCache;
