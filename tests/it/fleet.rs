@@ -40,16 +40,28 @@ struct Pair {
 
 impl Pair {
     async fn start(redis: &RedisServer, extra: &str, trusts: Vec<TrustSpec>) -> Pair {
+        Self::start_with(redis, extra, trusts, Vec::new()).await
+    }
+
+    async fn start_with(
+        redis: &RedisServer,
+        extra: &str,
+        trusts: Vec<TrustSpec>,
+        policies: Vec<(String, String)>,
+    ) -> Pair {
         let toml = format!("{}{extra}", redis.state_toml());
         let more = trusts.clone();
+        let more_policies = policies.clone();
         let a_toml = toml.clone();
         let f = Fixture::start_with(move |s| {
             s.trusts.extend(more);
+            s.policies.extend(more_policies);
             s.extra_toml.push_str(&a_toml);
         })
         .await;
         let mut setup = Setup::new(vec![TrustSpec::with_ca(TRUST, &f.issuer.issuer, &f.pki)]);
         setup.trusts.extend(trusts);
+        setup.policies.extend(policies);
         setup.extra_toml.push_str(&toml);
         let b = Legate::start(&setup).await;
         // The state epoch began when A first connected to this new Redis: a token that
@@ -276,4 +288,97 @@ async fn rediss_with_a_test_ca_shares_state_and_unknown_certificates_are_refused
         .map(|_| ())
         .expect_err("a certificate from an unknown CA must be refused");
     assert!(err.to_string().contains("cannot reach Redis"), "{err}");
+}
+
+/// Alice may use every admin endpoint.
+const ADMIN_POLICY: &str = r#"
+@id("ops-alice-admin")
+permit (
+  principal == Legate::Workload::"ci|ops:alice",
+  action == Legate::Action::"admin",
+  resource
+);
+"#;
+
+const ADMIN_TOML: &str = "\n[admin]\nenabled = true\naudience = \"legate-admin\"\n";
+
+/// Waits until `legate`'s ledger writer has recorded `n` entries.
+async fn wait_recorded(legate: &Legate, n: u64) {
+    let stats = legate.state.ledger().stats();
+    let deadline = tokio::time::Instant::now() + RECOVERY_CEILING;
+    while stats.recorded.load(std::sync::atomic::Ordering::Acquire) < n {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the ledger did not record {n} entries"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// The fleet keeps one ledger: credentials issued at either replica are listed by both,
+/// through `GET /admin/ledger` and through `legate inventory` (the real binary, an admin
+/// token from a file) at the other replica.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_ledger_and_inventory_span_both_replicas() {
+    let redis = RedisServer::start(RedisOptions::default()).await;
+    let p = Pair::start_with(
+        &redis,
+        ADMIN_TOML,
+        Vec::new(),
+        vec![("admin.cedar".to_owned(), ADMIN_POLICY.to_owned())],
+    )
+    .await;
+    let (status, body) =
+        p.f.legate
+            .exchange(&p.f.token(&json!({})), TARGET, None)
+            .await;
+    assert_eq!(status, 200, "{body}");
+    let (status, body) = p.b.exchange(&p.f.token(&json!({})), TARGET, None).await;
+    assert_eq!(status, 200, "{body}");
+    wait_recorded(&p.f.legate, 1).await;
+    wait_recorded(&p.b, 1).await;
+    let admin = || {
+        p.f.token(&json!({"sub": "ops:alice", "aud": "legate-admin"}))
+    };
+
+    // The ledger at A lists both credentials, newest (B's) first.
+    let http = crate::harness::plain_http_client(Duration::from_secs(20));
+    let resp = http
+        .get(format!("{}/admin/ledger", p.f.legate.operator.url))
+        .bearer_auth(admin())
+        .send()
+        .await
+        .expect("GET /admin/ledger");
+    assert_eq!(resp.status().as_u16(), 200);
+    let ledger: Value = resp.json().await.expect("JSON");
+    let entries = ledger["entries"]
+        .as_array()
+        .unwrap_or_else(|| panic!("{ledger}"));
+    assert_eq!(entries.len(), 2, "{ledger}");
+    assert!(entries.iter().all(|e| e["target"] == TARGET), "{ledger}");
+
+    // `legate inventory` at B counts both on the refresh path.
+    let dir = tempfile::tempdir().expect("tempdir");
+    let token_file = dir.path().join("admin.jwt");
+    std::fs::write(&token_file, admin()).expect("write token");
+    let source = format!("file:{}", token_file.display());
+    let run = crate::client::legate(
+        &[
+            "inventory",
+            "--url",
+            &p.b.operator.url,
+            "--token-source",
+            &source,
+            "--json",
+        ],
+        &[],
+    )
+    .await;
+    assert_eq!(run.code, Some(0), "{run:#?}");
+    let doc: Value = serde_json::from_str(run.stdout.trim()).expect("--json prints JSON");
+    let path = doc["paths"]
+        .as_array()
+        .and_then(|rows| rows.iter().find(|r| r["target"] == TARGET))
+        .unwrap_or_else(|| panic!("no path to {TARGET}: {doc}"));
+    assert_eq!(path["count"], 2, "{doc}");
 }

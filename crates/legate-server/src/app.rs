@@ -372,17 +372,17 @@ impl AppState {
             targets.iter().map(|t| t.name.clone()),
         )?;
 
-        let ledger = crate::ledger::LedgerLog::start(
-            Arc::new(legate_state::MemoryLedger::new(
-                legate_state::LedgerLimits {
-                    retention_secs: config.ledger.retention_secs,
-                    max_entries: config.ledger.max_entries,
-                    max_inventory_keys: config.ledger.max_inventory_keys,
-                },
-            )),
-            config.ledger.queue_capacity,
-        )
-        .map_err(StartupError::Ledger)?;
+        let ledger_limits = legate_state::LedgerLimits {
+            retention_secs: config.ledger.retention_secs,
+            max_entries: config.ledger.max_entries,
+            max_inventory_keys: config.ledger.max_inventory_keys,
+        };
+        let ledger_store: Arc<dyn legate_state::Ledger> = match &opts.redis {
+            Some(redis) => Arc::new(legate_state::RedisLedger::new(redis.clone(), ledger_limits)),
+            None => Arc::new(legate_state::MemoryLedger::new(ledger_limits)),
+        };
+        let ledger = crate::ledger::LedgerLog::start(ledger_store, config.ledger.queue_capacity)
+            .map_err(StartupError::Ledger)?;
 
         Ok(Self {
             inner: Arc::new(Inner {

@@ -28,11 +28,13 @@ pub mod ledger;
 mod memory;
 mod ratelimit;
 mod redis_backend;
+mod redis_ledger;
 
 pub use redis_backend::{
     RedisBackend, RedisRateLimiter, RedisSettings, RedisStartupError, RedisStats, check_redis_url,
     redact_url,
 };
+pub use redis_ledger::RedisLedger;
 
 pub use ledger::{
     CredentialKind, Inventory, Ledger, LedgerEntry, LedgerError, LedgerFilter, LedgerLimits,

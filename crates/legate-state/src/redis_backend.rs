@@ -549,6 +549,16 @@ impl RedisBackend {
         })
     }
 
+    /// Runs a pipeline in one round trip; bounded like every other call.
+    ///
+    /// # Errors
+    ///
+    /// Why Redis did not answer.
+    pub async fn pipeline(&self, pipe: &redis::Pipeline) -> Result<Value, String> {
+        let mut conn = self.connection();
+        self.bounded(pipe.query_async(&mut conn)).await
+    }
+
     /// Runs a raw command (tests and the admin tools); bounded like every other call.
     ///
     /// # Errors
