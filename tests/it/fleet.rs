@@ -181,6 +181,14 @@ async fn redis_outage_fails_closed_then_restarts_empty_without_a_replay_window()
         );
     }
 
+    // `/status` says why.
+    let status = p.f.legate.operator.get("/status").await.json;
+    assert_eq!(status["state"]["backend"], "redis", "{status}");
+    assert!(
+        status["state"]["errors"]["replay"].as_u64() > Some(0),
+        "{status}"
+    );
+
     redis.restart_empty().await;
     // The token used before the outage, presented at the other replica once it reaches
     // the new (empty) Redis: refused, never a second credential.

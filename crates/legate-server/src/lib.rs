@@ -188,7 +188,33 @@ pub(crate) async fn status_document(state: &AppState) -> serde_json::Value {
             "table_full": state.inner.rate_limit_stats.table_full.load(Ordering::Relaxed),
         },
         "ledger": state.inner.ledger.status(),
+        "state": state_status(state),
     })
+}
+
+/// The `state` block of `/status`: the backend, and for Redis its health, epoch, round
+/// trips and errors per operation (the URL without credentials).
+fn state_status(state: &AppState) -> serde_json::Value {
+    use std::sync::atomic::Ordering;
+    match state.redis() {
+        None => serde_json::json!({ "backend": "memory" }),
+        Some(redis) => {
+            let stats = redis.stats();
+            let errors: serde_json::Map<String, serde_json::Value> = stats
+                .errors()
+                .into_iter()
+                .map(|(op, n)| (op.to_owned(), n.into()))
+                .collect();
+            serde_json::json!({
+                "backend": "redis",
+                "url": redis.url(),
+                "healthy": stats.healthy.load(Ordering::Relaxed) == 1,
+                "epoch": stats.epoch.load(Ordering::Relaxed),
+                "round_trips": stats.round_trips.load(Ordering::Relaxed),
+                "errors": errors,
+            })
+        }
+    }
 }
 
 /// The Prometheus scrape: the text format 0.0.4, mirrored counters read now.
