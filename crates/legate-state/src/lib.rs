@@ -18,16 +18,20 @@
 //! `async` for that reason.
 //!
 //! Layout: this file ([`ReplayCache`], [`ReplayLimits`], [`ReplayMode`],
-//! [`ReplayVerdict`], [`StateError`]) and `memory` (the in-memory backend: sharded maps,
-//! each with its own lock and its own expiry index, swept a little at every call).
+//! [`ReplayVerdict`], [`StateError`]), `memory` (the in-memory backend: sharded maps,
+//! each with its own lock and its own expiry index, swept a little at every call),
+//! `ratelimit` ([`RateLimiter`]) and `stats` ([`StateStats`]: the backend's error
+//! counters per [`StateOp`], for `legate_state_backend_errors_total{op}`).
 
 mod memory;
 mod ratelimit;
+mod stats;
 
 pub use memory::MemoryReplayCache;
 pub use ratelimit::{
     DEFAULT_RATE_LIMIT_KEYS, MemoryRateLimiter, Rate, RateDecision, RateFuture, RateLimiter,
 };
+pub use stats::{StateOp, StateStats};
 
 /// The longest `jti` the replay cache records, in bytes. A longer one is refused
 /// ([`StateError::JtiTooLong`]) before anything is stored, so an issuer (or a forger
