@@ -5,8 +5,8 @@
 //! credential Legate obtained from moto or the strict fakes.
 //!
 //! The broker runs in-process on `127.0.0.1:0` with the system clock and a
-//! [`LegateFetcher`] reading the workload's token from a file, as the subcommand
-//! does; each SDK runs in `tests/peers/sdk_credentials.py` with a cleared
+//! [`LegateFetcher`] reading the workload's token from a file through legate-client's
+//! `file:` source, as the subcommand does; each SDK runs in `tests/peers/sdk_credentials.py` with a cleared
 //! environment holding only the variables docs/broker.md tells users to set.
 
 #![allow(
@@ -24,7 +24,7 @@ use std::time::Duration;
 
 use legate_broker::server::DEFAULT_GCP_SCOPE;
 use legate_broker::{
-    AwsShape, AzureShape, Broker, BrokerConfig, FileTokenSource, GcpShape, LegateFetcher,
+    AwsShape, AzureShape, Broker, BrokerConfig, ClientTokenSource, GcpShape, LegateFetcher,
     SystemClock,
 };
 use legate_core::Secret;
@@ -43,6 +43,18 @@ use crate::harness::{
 };
 use crate::issuer::TestIssuer;
 use crate::peers::{Moto, TestPki};
+
+/// The workload's token file, read through legate-client's `file:` source (re-read on
+/// every fetch), as `legate metadata-server --token-source file:PATH` does.
+fn file_source(path: &Path) -> ClientTokenSource {
+    let source = legate_client::Source::new(
+        legate_client::TokenSource::File(path.to_owned()),
+        UPSTREAM_AUDIENCE,
+        legate_client::Environment::from_pairs(Vec::<(String, String)>::new()),
+    )
+    .unwrap();
+    ClientTokenSource::new(source)
+}
 
 const TRUST: &str = "github";
 const SUBJECT: &str = "repo:octo-org/app:ref:refs/heads/main";
@@ -150,7 +162,7 @@ impl World {
                 identity_header: Some(Secret::new(IDENTITY_HEADER.into())),
             }),
         };
-        let source = Arc::new(FileTokenSource::new(dir.path().join("token")));
+        let source = Arc::new(file_source(&dir.path().join("token")));
         let fetcher = LegateFetcher::new(legate.url.as_str(), source).unwrap();
         let listener = legate_broker::bind("127.0.0.1:0".parse().unwrap(), false)
             .await
@@ -405,7 +417,7 @@ async fn azure_identity_asking_for_another_resource_is_refused() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn imdsv2_rules_hold_on_the_wire() {
     let dir = tempfile::tempdir().unwrap();
-    let source = Arc::new(FileTokenSource::new(dir.path().join("token")));
+    let source = Arc::new(file_source(&dir.path().join("token")));
     let fetcher = LegateFetcher::new("http://127.0.0.1:1", source).unwrap();
     let clock = Arc::new(legate_broker::ManualClock::new(1_800_000_000));
     let listener = legate_broker::bind("127.0.0.1:0".parse().unwrap(), false)

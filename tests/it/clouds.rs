@@ -88,7 +88,7 @@ const MAX_ASSERTION_SECS: u64 = 300;
 /// below except `aws-mistrusted` (its role trusts another subject), `gcp-stranger`
 /// (the provider's attribute condition leaves it out) and `azure-unknown-client` (an
 /// application the tenant does not have).
-const AWS_TARGET: &str = "aws-deploy";
+pub(crate) const AWS_TARGET: &str = "aws-deploy";
 const AWS_IMPATIENT: &str = "aws-impatient";
 const AWS_MISTRUSTED: &str = "aws-mistrusted";
 const GCP_TARGET: &str = "gcp-deploy";
@@ -139,8 +139,8 @@ fn github_actions_claims() -> Value {
 }
 
 /// The three strict fakes, trusting Legate's (reserved) URL and reading its clock.
-struct Fakes {
-    aws: AwsFake,
+pub(crate) struct Fakes {
+    pub(crate) aws: AwsFake,
     gcp: GcpFake,
     entra: EntraFake,
 }
@@ -223,16 +223,16 @@ impl Fakes {
 /// Legate with every cloud target, the strict fakes behind them, and the in-test
 /// upstream issuer (trusted as [`GHA_TRUST`]) minting the workload's tokens on
 /// Legate's clock.
-struct Clouds {
+pub(crate) struct Clouds {
     _pki: TestPki,
     key: TestKey,
     issuer: TestIssuer,
-    fakes: Fakes,
-    legate: Legate,
+    pub(crate) fakes: Fakes,
+    pub(crate) legate: Legate,
 }
 
 impl Clouds {
-    async fn start() -> Clouds {
+    pub(crate) async fn start() -> Clouds {
         let pki = TestPki::localhost();
         let key = TestKey::es256("key-a");
         let issuer = TestIssuer::start(&pki, &[&key]).await;
@@ -254,12 +254,12 @@ impl Clouds {
     }
 
     /// A fresh single-use token of the workload, issued at Legate's current time.
-    fn token(&self) -> String {
+    pub(crate) fn token(&self) -> String {
         self.token_of(GHA_SUBJECT)
     }
 
     /// A fresh token of the same repository with another upstream `sub`.
-    fn token_of(&self, subject: &str) -> String {
+    pub(crate) fn token_of(&self, subject: &str) -> String {
         let mut claims = github_actions_claims();
         claims["sub"] = json!(subject);
         self.key.token(&upstream_claims(

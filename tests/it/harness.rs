@@ -527,6 +527,20 @@ impl Client {
         Self::reply(resp).await
     }
 
+    /// `GET {url}{path}` with extra `headers`.
+    pub async fn get_with_headers(&self, path: &str, headers: &[(&str, &str)]) -> Reply {
+        let url = format!("{}{path}", self.url);
+        let mut request = self.http.get(&url);
+        for (name, value) in headers {
+            request = request.header(*name, *value);
+        }
+        let resp = request
+            .send()
+            .await
+            .unwrap_or_else(|e| panic!("GET {url}: {e:?}"));
+        Self::reply(resp).await
+    }
+
     /// `POST /token` with a form of `pairs`.
     pub async fn post_form(&self, pairs: &[(&str, &str)]) -> Reply {
         self.post_form_with_headers(pairs, &[]).await

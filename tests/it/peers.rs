@@ -11,6 +11,8 @@
 //!   the AWS STS peer; [`aws_assume_role_with_web_identity`] and
 //!   [`aws_caller_identity`]: boto3, run by `tests/peers/aws_caller_identity.py`,
 //!   to call STS and to prove AWS credentials work (`GetCallerIdentity`).
+//! * [`parse_openmetrics`]: prometheus_client's reference OpenMetrics parser, run by
+//!   `tests/peers/parse_openmetrics.py`, to check Legate's OpenMetrics output.
 //! * [`TestPki`]: a throw-away CA and a `localhost`/`127.0.0.1` server
 //!   certificate made with rcgen, for the provider's HTTPS.
 //!
@@ -591,6 +593,13 @@ async fn run_python_json(script: &str, args: &[&str], stdin: &[u8]) -> Result<Va
             output.status
         ),
     }
+}
+
+/// Parses OpenMetrics `text` with prometheus_client's reference parser
+/// (`parse_openmetrics.py`). `Ok` holds `{"families": {name: {type, unit, samples}}}`;
+/// `Err` the parser's complaint.
+pub async fn parse_openmetrics(text: &str) -> Result<Value, String> {
+    run_python_json("parse_openmetrics.py", &[], text.as_bytes()).await
 }
 
 /// boto3 `sts.get_caller_identity()` at `endpoint` with `credentials` (a JSON

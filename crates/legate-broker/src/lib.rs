@@ -25,7 +25,7 @@ use std::sync::atomic::{AtomicI64, Ordering};
 
 pub use cache::{CacheError, CredentialCache};
 pub use fetch::{
-    CredentialFetcher, FetchError, Fetched, FileTokenSource, LegateFetcher, SubjectTokenSource,
+    ClientTokenSource, CredentialFetcher, FetchError, Fetched, LegateFetcher, SubjectTokenSource,
 };
 pub use server::{
     AwsShape, AzureShape, BindError, Broker, BrokerConfig, ConfigError, GcpShape, bind,

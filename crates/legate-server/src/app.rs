@@ -177,7 +177,9 @@ pub(crate) struct Inner {
     /// The admin endpoints' state, when `[admin] enabled = true`.
     pub(crate) admin: Option<crate::admin::Admin>,
     /// `GET /metrics` on the operator listener.
-    pub(crate) metrics: crate::metrics::Metrics,
+    pub(crate) metrics: Arc<crate::metrics::Metrics>,
+    /// The state backend's error counters (a shared backend records into them).
+    pub(crate) state_stats: Arc<legate_state::StateStats>,
     /// `[limits]`, and the limiter counting against them (in memory: one node).
     pub(crate) limits: crate::config::LimitsConfig,
     pub(crate) rate_limiter: Arc<dyn legate_state::RateLimiter>,
@@ -366,11 +368,14 @@ impl AppState {
 
         let targets = with_ca_bundles(config)?;
         let credential_cache = CredentialCache::new(config.credential_cache);
-        let providers = build_providers(config, &issuer, &targets, &credential_cache)?;
-        let metrics = crate::metrics::Metrics::new(
+        let metrics = Arc::new(crate::metrics::Metrics::new(
             trust_meta.keys().cloned(),
             targets.iter().map(|t| t.name.clone()),
-        )?;
+        )?);
+        let providers = build_providers(config, &issuer, &targets, &credential_cache, &metrics)?;
+        for t in targets.iter().filter(|t| t.kind != TargetKind::Jwt) {
+            metrics.init_cloud_target(&t.name, t.kind);
+        }
 
         let ledger_limits = legate_state::LedgerLimits {
             retention_secs: config.ledger.retention_secs,
@@ -405,6 +410,10 @@ impl AppState {
                 )),
                 admin: crate::admin::Admin::new(&config.admin),
                 metrics,
+                state_stats: opts.redis.as_ref().map_or_else(
+                    || Arc::new(legate_state::StateStats::new()),
+                    |r| r.state_stats().clone(),
+                ),
                 limits: config.limits.clone(),
                 rate_limiter,
                 sync_interval_secs: config.state.sync_interval_secs,
@@ -483,6 +492,12 @@ impl AppState {
         &self.inner.ledger
     }
 
+    /// The state backend's error counters, for a shared backend to record into
+    /// (`legate_state_backend_errors_total{op}`).
+    pub fn state_stats(&self) -> &Arc<legate_state::StateStats> {
+        &self.inner.state_stats
+    }
+
     /// The credential cache's counters (hits, misses, refreshes, evictions).
     pub fn credential_cache_stats(&self) -> CacheStats {
         self.inner.credential_cache.stats()
@@ -510,8 +525,14 @@ fn build_providers(
     issuer: &Arc<Issuer>,
     targets: &[Target],
     cache: &CredentialCache,
+    metrics: &Arc<crate::metrics::Metrics>,
 ) -> Result<HashMap<TargetKind, Arc<dyn CredentialProvider>>, StartupError> {
     let default_alg = config.issuer.algorithm;
+    // Cloud calls are metered below the cache: a hit calls no cloud.
+    let cached = |kind: TargetKind, provider: Arc<dyn CredentialProvider>| {
+        let metered = crate::metrics::MeteredProvider::new(metrics.clone(), kind, provider);
+        Arc::new(cache.wrap(Arc::new(metered))) as Arc<dyn CredentialProvider>
+    };
     let mut providers: HashMap<TargetKind, Arc<dyn CredentialProvider>> = HashMap::new();
     providers.insert(
         TargetKind::Jwt,
@@ -525,7 +546,7 @@ fn build_providers(
             targets,
             None,
         )?;
-        providers.insert(TargetKind::Aws, Arc::new(cache.wrap(Arc::new(aws))));
+        providers.insert(TargetKind::Aws, cached(TargetKind::Aws, Arc::new(aws)));
     }
     if has(TargetKind::Gcp) {
         let gcp = GcpProvider::new(
@@ -534,11 +555,14 @@ fn build_providers(
             targets,
             None,
         )?;
-        providers.insert(TargetKind::Gcp, Arc::new(cache.wrap(Arc::new(gcp))));
+        providers.insert(TargetKind::Gcp, cached(TargetKind::Gcp, Arc::new(gcp)));
     }
     if has(TargetKind::Azure) {
         let azure = AzureProvider::new(issuer.clone(), targets, None)?;
-        providers.insert(TargetKind::Azure, Arc::new(cache.wrap(Arc::new(azure))));
+        providers.insert(
+            TargetKind::Azure,
+            cached(TargetKind::Azure, Arc::new(azure)),
+        );
     }
     Ok(providers)
 }

@@ -1,4 +1,5 @@
-//! The server's clocks: the only place Legate reads the system time.
+//! The server's clocks: the only place Legate reads the system time, and the monotonic
+//! [`Stopwatch`] that latencies are measured with.
 
 use std::sync::atomic::{AtomicI64, Ordering};
 
@@ -17,6 +18,28 @@ impl Clock for SystemClock {
         std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX))
+    }
+}
+
+/// Measures elapsed time on the monotonic clock (tokio's, which tests may pause), for
+/// latencies only: never a decision input.
+#[derive(Debug, Clone, Copy)]
+pub struct Stopwatch(tokio::time::Instant);
+
+impl Stopwatch {
+    /// Starts measuring now.
+    pub fn start() -> Self {
+        Self(tokio::time::Instant::now())
+    }
+
+    /// Time since [`start`](Self::start).
+    pub fn elapsed(&self) -> std::time::Duration {
+        self.0.elapsed()
+    }
+
+    /// Time since [`start`](Self::start), in (fractional) seconds.
+    pub fn elapsed_secs(&self) -> f64 {
+        self.elapsed().as_secs_f64()
     }
 }
 

@@ -217,10 +217,17 @@ fn state_status(state: &AppState) -> serde_json::Value {
     }
 }
 
-/// The Prometheus scrape: the text format 0.0.4, mirrored counters read now.
-async fn metrics_text(State(state): State<AppState>) -> Response {
+/// The Prometheus scrape: the text format 0.0.4, or OpenMetrics 1.0 when the scraper's
+/// `Accept` asks for it ([`metrics::Format::negotiate`]); mirrored counters read now.
+async fn metrics_text(State(state): State<AppState>, headers: axum::http::HeaderMap) -> Response {
     use std::sync::atomic::Ordering;
     let inner = &state.inner;
+    let format = metrics::Format::negotiate(
+        headers
+            .get_all(header::ACCEPT)
+            .iter()
+            .filter_map(|v| v.to_str().ok()),
+    );
     let audit = inner.audit.stats();
     let cache = inner.credential_cache.stats();
     let now = inner.clock.now();
@@ -235,6 +242,13 @@ async fn metrics_text(State(state): State<AppState>) -> Response {
                 .fetched_at
                 .map(|at| u64::try_from(now.saturating_sub(at)).unwrap_or(0)),
             fetch_failing: t.last_error.is_some(),
+            fetches: inner
+                .trust
+                .issuers()
+                .iter()
+                .find(|i| i.name() == t.name)
+                .map(|i| i.fetch_counts())
+                .unwrap_or_default(),
             name: t.name,
         })
         .collect();
@@ -249,12 +263,13 @@ async fn metrics_text(State(state): State<AppState>) -> Response {
         credential_cache_entries: cache.entries,
         replay_cache_entries: u64::try_from(inner.replay.len()).unwrap_or(u64::MAX),
         trusts,
+        state_errors: inner.state_stats.snapshot().collect(),
     };
-    let mut response = match inner.metrics.render(&snapshot) {
+    let mut response = match inner.metrics.render(&snapshot, format) {
         Ok(text) => (
             [(
                 header::CONTENT_TYPE,
-                HeaderValue::from_static(metrics::CONTENT_TYPE),
+                HeaderValue::from_static(format.content_type()),
             )],
             text,
         )
@@ -264,9 +279,9 @@ async fn metrics_text(State(state): State<AppState>) -> Response {
             (StatusCode::INTERNAL_SERVER_ERROR, "metrics unavailable\n").into_response()
         }
     };
-    response
-        .headers_mut()
-        .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    let headers = response.headers_mut();
+    headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    headers.insert(header::VARY, HeaderValue::from_static("accept"));
     response
 }
 

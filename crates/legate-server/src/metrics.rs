@@ -1,12 +1,19 @@
 //! Prometheus metrics for `GET /metrics` on the operator listener.
 //!
 //! What it does: holds one registry of Legate's metrics, counts each exchange once (from
-//! its audit event, [`Metrics::record_exchange`]), and renders the registry in the
-//! Prometheus text exposition format 0.0.4 ([`CONTENT_TYPE`]). Gauges and counters that
-//! mirror state kept elsewhere (the audit queue, the credential and replay caches) are
-//! read at scrape time ([`Metrics::render`]), so the request path pays nothing for them.
+//! its audit event, [`Metrics::record_exchange`]) with the time of each of its steps
+//! ([`StepTimer`], [`Metrics::record_steps`]), times every real cloud call
+//! ([`MeteredProvider`], below the credential cache), and renders the registry in the
+//! Prometheus text exposition format 0.0.4 ([`CONTENT_TYPE`]) or, when the scraper's
+//! `Accept` asks for it, OpenMetrics 1.0 ([`openmetrics`], [`Format::negotiate`]).
+//! Gauges and counters that mirror state kept elsewhere (the audit queue, the credential
+//! and replay caches, the trusts' key fetches, the state backend's errors) are read at
+//! scrape time ([`Metrics::render`]), so the request path pays nothing for them.
 //!
-//! What it does not do: no OpenMetrics negotiation, no push, no process metrics.
+//! What it does not do: no push, no process metrics, no exemplars.
+//!
+//! Layout: this file (the registry, [`Step`], [`MeteredProvider`]) and `openmetrics`
+//! (the `Accept` negotiation and the OpenMetrics 1.0 encoder).
 //!
 //! SECURITY: every label value is bounded. Trust and target labels are names from the
 //! configuration: a name the request made up (an unknown `audience`, an issuer no trust
@@ -14,17 +21,43 @@
 //! codes. Subjects, `jti`s, tokens and client addresses are never labels.
 
 use std::collections::HashSet;
-use std::sync::{Mutex, PoisonError};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Duration;
 
+use legate_core::UnixSeconds;
+use legate_sts::{
+    BoxFuture, Credential, CredentialProvider, ExchangeError, IssueRequest, TargetKind,
+};
 use prometheus::{
     Encoder, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge,
     IntGaugeVec, Opts, Registry, TextEncoder,
 };
 
 use crate::audit::{AuditEvent, Outcome};
+use crate::clock::Stopwatch;
 
-/// The `Content-Type` of [`Metrics::render`]'s output.
-pub const CONTENT_TYPE: &str = prometheus::TEXT_FORMAT;
+pub mod openmetrics;
+
+pub use openmetrics::Format;
+
+/// The `Content-Type` of the text format 0.0.4.
+pub const CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
+
+/// Buckets of the step histograms, in seconds: most steps take microseconds, a key fetch
+/// or a cloud call seconds.
+const STEP_BUCKETS: [f64; 16] = [
+    0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5,
+    5.0, 10.0,
+];
+
+/// The reasons of [`ExchangeError::reason_code`], for the error series created at start.
+const CLOUD_ERROR_REASONS: [&str; 3] = ["cloud_refused", "cloud_unavailable", "mint_failed"];
+
+/// Buckets of the cloud call histogram, in seconds (the default whole-call deadline is
+/// 10 s; a target may allow more).
+const CLOUD_BUCKETS: [f64; 12] = [
+    0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0,
+];
 
 /// The label value for a trust or target that is not in the configuration, and for a
 /// reason that is not a well-formed reason code.
@@ -63,6 +96,14 @@ pub struct Metrics {
     trust_keys: IntGaugeVec,
     trust_keys_age: IntGaugeVec,
     trust_fetch_failing: IntGaugeVec,
+    step_duration: HistogramVec,
+    jwks_fetches: IntCounterVec,
+    jwks_fetch_failures: IntCounterVec,
+    jwks_kids_added: IntCounterVec,
+    jwks_kids_removed: IntCounterVec,
+    cloud_call_duration: HistogramVec,
+    cloud_call_errors: IntCounterVec,
+    state_backend_errors: IntCounterVec,
     /// Serialises scrapes: the counters mirrored from elsewhere are advanced by the
     /// difference since the last scrape, which two concurrent scrapes would count twice.
     scrape: Mutex<()>,
@@ -100,6 +141,8 @@ pub struct Snapshot {
     pub replay_cache_entries: u64,
     /// Each trust's key status.
     pub trusts: Vec<TrustSnapshot>,
+    /// The state backend's errors since start, per operation.
+    pub state_errors: Vec<(legate_state::StateOp, u64)>,
 }
 
 /// One trust's keys at scrape time.
@@ -113,6 +156,94 @@ pub struct TrustSnapshot {
     pub age_secs: Option<u64>,
     /// Whether the last fetch failed.
     pub fetch_failing: bool,
+    /// What the trust's key fetches did since start.
+    pub fetches: legate_trust::FetchCounts,
+}
+
+/// One step of a token exchange, as timed by [`StepTimer`] (see [`crate::token`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Step {
+    /// Reading and parsing the form (the body is read from the client here), finding
+    /// the target.
+    Parse,
+    /// Reading the token's shape, getting the trust's keys (a fetch, when needed) and
+    /// verifying; the actor token too, if any.
+    Verify,
+    /// Policy evaluation and shaping the grant.
+    Policy,
+    /// The subject's and the target's rate limits.
+    RateLimit,
+    /// Recording `(iss, jti)` in the replay cache.
+    Replay,
+    /// Issuing through the target's provider (credential cache, cloud call, minting).
+    Issue,
+    /// Reserving the audit slot, and handing the event to the audit queue at the end.
+    Audit,
+}
+
+impl Step {
+    /// Every step, in path order.
+    pub const ALL: [Step; 7] = [
+        Step::Parse,
+        Step::Verify,
+        Step::Policy,
+        Step::RateLimit,
+        Step::Replay,
+        Step::Issue,
+        Step::Audit,
+    ];
+
+    /// The label value.
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Step::Parse => "parse",
+            Step::Verify => "verify",
+            Step::Policy => "policy",
+            Step::RateLimit => "ratelimit",
+            Step::Replay => "replay",
+            Step::Issue => "issue",
+            Step::Audit => "audit",
+        }
+    }
+
+    const fn index(self) -> usize {
+        self as usize
+    }
+}
+
+/// Times the steps of one exchange: [`enter`](Self::enter) closes the current step and
+/// opens the next; a step entered twice (the audit step) adds up. A step that failed is
+/// timed like one that succeeded: the exchange ends in it, and [`finish`](Self::finish)
+/// closes it.
+#[derive(Debug, Default)]
+pub struct StepTimer {
+    current: Option<(Step, Stopwatch)>,
+    spent: [Option<Duration>; Step::ALL.len()],
+}
+
+impl StepTimer {
+    /// Closes the current step, if any, and starts timing `step`.
+    pub fn enter(&mut self, step: Step) {
+        self.finish();
+        self.current = Some((step, Stopwatch::start()));
+    }
+
+    /// Closes the current step, if any.
+    pub fn finish(&mut self) {
+        if let Some((step, watch)) = self.current.take()
+            && let Some(slot) = self.spent.get_mut(step.index())
+        {
+            *slot = Some(slot.unwrap_or_default().saturating_add(watch.elapsed()));
+        }
+    }
+
+    /// The steps entered so far, with their time.
+    pub fn spent(&self) -> impl Iterator<Item = (Step, Duration)> + '_ {
+        Step::ALL
+            .into_iter()
+            .zip(self.spent.iter())
+            .filter_map(|(step, spent)| spent.map(|d| (step, d)))
+    }
 }
 
 impl Metrics {
@@ -137,6 +268,28 @@ impl Metrics {
             ),
             &["target"],
         )?;
+        let step_duration = HistogramVec::new(
+            HistogramOpts::new(
+                "legate_exchange_step_duration_seconds",
+                "Time spent in each step of a token exchange (parse, verify, policy, ratelimit, replay, issue, audit); a refused exchange counts the steps it reached.",
+            )
+            .buckets(STEP_BUCKETS.to_vec()),
+            &["step"],
+        )?;
+        for step in Step::ALL {
+            let _series: Histogram = step_duration.with_label_values(&[step.as_str()]);
+        }
+        let cloud_call_duration = HistogramVec::new(
+            HistogramOpts::new(
+                "legate_cloud_call_duration_seconds",
+                "Time of each call to a cloud's token service (retries included; cache hits make none), by target and kind.",
+            )
+            .buckets(CLOUD_BUCKETS.to_vec()),
+            &["target", "kind"],
+        )?;
+        let counters = |name: &str, help: &str, labels: &[&str]| {
+            IntCounterVec::new(Opts::new(name, help), labels)
+        };
         let per_trust =
             |name: &str, help: &str| IntGaugeVec::new(Opts::new(name, help), &["trust"]);
         let gauge = |name: &str, help: &str| IntGauge::new(name, help);
@@ -192,6 +345,38 @@ impl Metrics {
                 "legate_trust_fetch_failing",
                 "1 when the trust's last key fetch failed (the previous keys stay in use while stale-if-error allows), else 0.",
             )?,
+            jwks_fetches: counters(
+                "legate_jwks_fetches_total",
+                "Key fetch attempts per trust (discovery, when used, then the JWKS), whatever their outcome.",
+                &["trust"],
+            )?,
+            jwks_fetch_failures: counters(
+                "legate_jwks_fetch_failures_total",
+                "Failed key fetches per trust and reason (jwks_transport, jwks_http_status, jwks_invalid, ...).",
+                &["trust", "reason"],
+            )?,
+            jwks_kids_added: counters(
+                "legate_jwks_kids_added_total",
+                "Key ids a refresh found that the trust's previous key set did not have (the first fetch counts none).",
+                &["trust"],
+            )?,
+            jwks_kids_removed: counters(
+                "legate_jwks_kids_removed_total",
+                "Key ids of the trust's previous key set that a refresh no longer found.",
+                &["trust"],
+            )?,
+            cloud_call_errors: counters(
+                "legate_cloud_call_errors_total",
+                "Failed calls to a cloud's token service by target, kind and reason (cloud_refused, cloud_unavailable, mint_failed).",
+                &["target", "kind", "reason"],
+            )?,
+            state_backend_errors: counters(
+                "legate_state_backend_errors_total",
+                "Failed operations of the state backend (replay cache, rate limits, revocations, ledger) by operation.",
+                &["op"],
+            )?,
+            step_duration,
+            cloud_call_duration,
             exchanges,
             exchange_duration,
             registry,
@@ -205,6 +390,18 @@ impl Metrics {
         let r = &self.registry;
         r.register(Box::new(self.exchanges.clone()))?;
         r.register(Box::new(self.exchange_duration.clone()))?;
+        r.register(Box::new(self.step_duration.clone()))?;
+        r.register(Box::new(self.cloud_call_duration.clone()))?;
+        for c in [
+            &self.jwks_fetches,
+            &self.jwks_fetch_failures,
+            &self.jwks_kids_added,
+            &self.jwks_kids_removed,
+            &self.cloud_call_errors,
+            &self.state_backend_errors,
+        ] {
+            r.register(Box::new(c.clone()))?;
+        }
         for g in [
             &self.trust_keys,
             &self.trust_keys_age,
@@ -254,9 +451,52 @@ impl Metrics {
         histogram.observe(seconds);
     }
 
-    /// Brings the mirrored metrics up to `snapshot` and renders the registry in the text
-    /// format 0.0.4.
-    pub fn render(&self, snapshot: &Snapshot) -> Result<String, MetricsError> {
+    /// Creates the cloud call series of `target` (of a cloud `kind`) at zero, so that
+    /// rates and error ratios exist before its first call.
+    pub fn init_cloud_target(&self, target: &str, kind: TargetKind) {
+        let target = bounded(Some(target), &self.targets);
+        let kind = kind.as_str();
+        let _series: Histogram = self.cloud_call_duration.with_label_values(&[target, kind]);
+        for reason in CLOUD_ERROR_REASONS {
+            let _series = self
+                .cloud_call_errors
+                .with_label_values(&[target, kind, reason]);
+        }
+    }
+
+    /// Observes the time of each step one exchange reached.
+    pub fn record_steps(&self, steps: &StepTimer) {
+        for (step, spent) in steps.spent() {
+            self.step_duration
+                .with_label_values(&[step.as_str()])
+                .observe(spent.as_secs_f64());
+        }
+    }
+
+    /// Counts one call to a cloud's token service for `target` (a configured name) of
+    /// `kind`, which took `seconds` and failed with `error`, if it did.
+    pub fn record_cloud_call(
+        &self,
+        target: &str,
+        kind: TargetKind,
+        seconds: f64,
+        error: Option<&ExchangeError>,
+    ) {
+        let target = bounded(Some(target), &self.targets);
+        let kind = kind.as_str();
+        self.cloud_call_duration
+            .with_label_values(&[target, kind])
+            .observe(seconds);
+        if let Some(e) = error {
+            self.cloud_call_errors
+                .with_label_values(&[target, kind, e.reason_code()])
+                .inc();
+        }
+    }
+
+    /// Brings the mirrored metrics up to `snapshot` and renders the registry in
+    /// `format`.
+    pub fn render(&self, snapshot: &Snapshot, format: Format) -> Result<String, MetricsError> {
         let _scrape = self.scrape.lock().unwrap_or_else(PoisonError::into_inner);
         set(&self.audit_queue_depth, snapshot.audit_queue_depth);
         set(&self.audit_queue_capacity, snapshot.audit_queue_capacity);
@@ -289,10 +529,85 @@ impl Metrics {
                 &self.trust_fetch_failing.with_label_values(&[trust]),
                 u64::from(t.fetch_failing),
             );
+            let f = &t.fetches;
+            advance(&self.jwks_fetches.with_label_values(&[trust]), f.fetches);
+            advance(
+                &self.jwks_kids_added.with_label_values(&[trust]),
+                f.kids_added,
+            );
+            advance(
+                &self.jwks_kids_removed.with_label_values(&[trust]),
+                f.kids_removed,
+            );
+            for (reason, n) in &f.failures {
+                advance(
+                    &self
+                        .jwks_fetch_failures
+                        .with_label_values(&[trust, reason_label(reason)]),
+                    *n,
+                );
+            }
         }
-        let mut buf = Vec::new();
-        TextEncoder::new().encode(&self.registry.gather(), &mut buf)?;
-        String::from_utf8(buf).map_err(|_| MetricsError::Utf8)
+        for (op, n) in &snapshot.state_errors {
+            advance(
+                &self.state_backend_errors.with_label_values(&[op.as_str()]),
+                *n,
+            );
+        }
+        let families = self.registry.gather();
+        match format {
+            Format::Text => {
+                let mut buf = Vec::new();
+                TextEncoder::new().encode(&families, &mut buf)?;
+                String::from_utf8(buf).map_err(|_| MetricsError::Utf8)
+            }
+            Format::OpenMetrics => Ok(openmetrics::encode(&families)),
+        }
+    }
+}
+
+/// A cloud provider timed and counted per call ([`Metrics::record_cloud_call`]). It sits
+/// below the credential cache, so only real calls to the cloud are measured.
+#[derive(Debug)]
+pub struct MeteredProvider {
+    metrics: Arc<Metrics>,
+    kind: TargetKind,
+    inner: Arc<dyn CredentialProvider>,
+}
+
+impl MeteredProvider {
+    /// `inner`, which issues credentials of `kind`, metered into `metrics`.
+    pub fn new(
+        metrics: Arc<Metrics>,
+        kind: TargetKind,
+        inner: Arc<dyn CredentialProvider>,
+    ) -> Self {
+        Self {
+            metrics,
+            kind,
+            inner,
+        }
+    }
+}
+
+impl CredentialProvider for MeteredProvider {
+    fn issue<'a>(
+        &'a self,
+        request: IssueRequest<'a>,
+        now: UnixSeconds,
+    ) -> BoxFuture<'a, Result<Credential, ExchangeError>> {
+        Box::pin(async move {
+            let target = request.target;
+            let watch = Stopwatch::start();
+            let result = self.inner.issue(request, now).await;
+            self.metrics.record_cloud_call(
+                &target.name,
+                self.kind,
+                watch.elapsed_secs(),
+                result.as_ref().err(),
+            );
+            result
+        })
     }
 }
 
@@ -359,20 +674,42 @@ mod tests {
         m.record_exchange(&event(Outcome::Allow, "permitted", "corp", "aws-prod"));
         m.record_exchange(&event(Outcome::Deny, "bad_signature", "corp", "aws-prod"));
         let text = m
-            .render(&Snapshot {
-                audit_queue_depth: 3,
-                credential_cache_hits: 7,
-                replay_cache_entries: 2,
-                trusts: vec![TrustSnapshot {
-                    name: "corp".to_owned(),
-                    keys: 2,
-                    age_secs: Some(41),
-                    fetch_failing: true,
-                }],
-                ..Snapshot::default()
-            })
+            .render(
+                &Snapshot {
+                    audit_queue_depth: 3,
+                    credential_cache_hits: 7,
+                    replay_cache_entries: 2,
+                    trusts: vec![TrustSnapshot {
+                        name: "corp".to_owned(),
+                        keys: 2,
+                        age_secs: Some(41),
+                        fetch_failing: true,
+                        fetches: legate_trust::FetchCounts {
+                            fetches: 5,
+                            failures: [("jwks_transport", 2)].into_iter().collect(),
+                            kids_added: 3,
+                            kids_removed: 1,
+                        },
+                    }],
+                    state_errors: vec![(legate_state::StateOp::ReplayRecord, 4)],
+                    ..Snapshot::default()
+                },
+                Format::Text,
+            )
             .unwrap();
-        assert_eq!(CONTENT_TYPE, "text/plain; version=0.0.4");
+        for line in [
+            r#"legate_jwks_fetches_total{trust="corp"} 5"#,
+            r#"legate_jwks_fetch_failures_total{reason="jwks_transport",trust="corp"} 2"#,
+            r#"legate_jwks_kids_added_total{trust="corp"} 3"#,
+            r#"legate_jwks_kids_removed_total{trust="corp"} 1"#,
+            r#"legate_state_backend_errors_total{op="replay_record"} 4"#,
+            // Every step's series exists from the start.
+            r#"legate_exchange_step_duration_seconds_count{step="parse"} 0"#,
+            r#"legate_exchange_step_duration_seconds_count{step="audit"} 0"#,
+        ] {
+            assert!(text.contains(line), "{line} missing: {text}");
+        }
+        assert_eq!(CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8");
         assert!(
             text.contains("# TYPE legate_exchanges_total counter"),
             "{text}"
@@ -425,7 +762,7 @@ mod tests {
             "attacker-trust",
             "audience-from-request\"} 1\n",
         ));
-        let text = m.render(&Snapshot::default()).unwrap();
+        let text = m.render(&Snapshot::default(), Format::Text).unwrap();
         assert!(
             text.contains(
                 r#"legate_exchanges_total{decision="error",reason="unknown",target="unknown",trust="unknown"} 1"#
@@ -443,20 +780,76 @@ mod tests {
     }
 
     #[test]
+    fn steps_and_cloud_calls_are_observed_with_bounded_labels() {
+        let m = metrics();
+        let mut steps = StepTimer::default();
+        steps.enter(Step::Parse);
+        steps.enter(Step::Audit);
+        steps.enter(Step::Verify);
+        steps.enter(Step::Audit);
+        steps.finish();
+        let spent: Vec<Step> = steps.spent().map(|(s, _)| s).collect();
+        assert_eq!(spent, [Step::Parse, Step::Verify, Step::Audit]);
+        m.record_steps(&steps);
+        m.record_cloud_call("aws-prod", TargetKind::Aws, 0.2, None);
+        let refused = ExchangeError::TargetRefused {
+            cloud: "aws",
+            code: "AccessDenied-from-the-cloud".into(),
+            request_id: None,
+            message: "no".into(),
+        };
+        m.record_cloud_call("not-configured", TargetKind::Aws, 0.3, Some(&refused));
+        let text = m.render(&Snapshot::default(), Format::Text).unwrap();
+        for line in [
+            r#"legate_exchange_step_duration_seconds_count{step="parse"} 1"#,
+            r#"legate_exchange_step_duration_seconds_count{step="verify"} 1"#,
+            r#"legate_exchange_step_duration_seconds_count{step="audit"} 1"#,
+            r#"legate_exchange_step_duration_seconds_count{step="issue"} 0"#,
+            r#"legate_cloud_call_duration_seconds_count{kind="aws",target="aws-prod"} 1"#,
+            r#"legate_cloud_call_duration_seconds_count{kind="aws",target="unknown"} 1"#,
+            r#"legate_cloud_call_errors_total{kind="aws",reason="cloud_refused",target="unknown"} 1"#,
+        ] {
+            assert!(text.contains(line), "{line} missing: {text}");
+        }
+        // The cloud's own text is never a label.
+        assert!(!text.contains("AccessDenied"), "{text}");
+        assert!(!text.contains("not-configured"), "{text}");
+    }
+
+    #[test]
+    fn openmetrics_rendering_ends_with_eof_and_names_counters_without_total() {
+        let m = metrics();
+        m.record_exchange(&event(Outcome::Allow, "permitted", "corp", "aws-prod"));
+        let text = m.render(&Snapshot::default(), Format::OpenMetrics).unwrap();
+        assert!(text.ends_with("# EOF\n"), "{text}");
+        assert!(text.contains("# TYPE legate_exchanges counter\n"), "{text}");
+        assert!(
+            text.contains("# UNIT legate_exchange_step_duration_seconds seconds\n"),
+            "{text}"
+        );
+        assert!(
+            text.contains(
+                r#"legate_exchanges_total{decision="allow",reason="permitted",target="aws-prod",trust="corp"} 1"#
+            ),
+            "{text}"
+        );
+    }
+
+    #[test]
     fn mirrored_counters_advance_by_the_difference_and_never_go_back() {
         let m = metrics();
         let at = |hits| Snapshot {
             credential_cache_hits: hits,
             ..Snapshot::default()
         };
-        m.render(&at(5)).unwrap();
-        m.render(&at(5)).unwrap();
-        let text = m.render(&at(9)).unwrap();
+        m.render(&at(5), Format::Text).unwrap();
+        m.render(&at(5), Format::Text).unwrap();
+        let text = m.render(&at(9), Format::Text).unwrap();
         assert!(
             text.contains("legate_credential_cache_hits_total 9"),
             "{text}"
         );
-        let text = m.render(&at(4)).unwrap();
+        let text = m.render(&at(4), Format::Text).unwrap();
         assert!(
             text.contains("legate_credential_cache_hits_total 9"),
             "{text}"

@@ -15,6 +15,10 @@
 //! 8. write the audit event, derived once from the outcome ([`Facts::into_event`]), and
 //!    hand the issued credential's ledger entry (no secret) to the ledger's queue.
 //!
+//! Each step is timed ([`crate::metrics::StepTimer`]; `legate_exchange_step_duration_seconds`):
+//! 1 is `parse`, 2 `verify`, 3 `policy`, 4 `ratelimit`, 5 and 8 `audit`, 6 `replay`,
+//! 7 `issue`. A refused exchange counts the steps it reached, the failing one included.
+//!
 //! A refusal at any step before 6 never uses up a `jti`: a token that policy denies,
 //! or that meets a full audit queue, can be presented again once the cause is fixed.
 //! A refusal in step 6, or a transient cloud failure in 7, gives back the records made.
@@ -51,6 +55,7 @@ use crate::actor::{self, ActorAudit};
 use crate::app::AppState;
 use crate::audit::{AuditEvent, AuditSlot, Outcome};
 use crate::error::{ApiError, no_store};
+use crate::metrics::{Step, StepTimer};
 use crate::net::client_ip;
 
 /// The largest request body accepted: a maximal token plus form overhead.
@@ -58,7 +63,7 @@ pub const MAX_BODY_BYTES: usize = 64 * 1024;
 
 /// Handles `POST /token`.
 pub async fn token(State(state): State<AppState>, request: Request) -> Response {
-    let started = tokio::time::Instant::now();
+    let started = crate::clock::Stopwatch::start();
     let request_id = legate_issuer::random_uuid().to_string();
     let peer = request
         .extensions()
@@ -72,6 +77,8 @@ pub async fn token(State(state): State<AppState>, request: Request) -> Response 
         let mut facts = Facts::new(task_id, peer, &task_state, request.headers());
         let result = exchange(&task_state, request, &mut facts).await;
         let ledger_entry = facts.ledger.take();
+        let mut steps = std::mem::take(&mut facts.steps);
+        steps.enter(Step::Audit);
         let latency = u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX);
         let now = task_state.inner.clock.now();
         let (slot, event) = facts.into_event(&result, now, latency);
@@ -88,6 +95,8 @@ pub async fn token(State(state): State<AppState>, request: Request) -> Response 
         if let (Ok(_), Some(entry)) = (&result, ledger_entry) {
             task_state.inner.ledger.record(entry);
         }
+        steps.finish();
+        task_state.inner.metrics.record_steps(&steps);
         result
     });
     match task.await {
@@ -401,6 +410,7 @@ struct Facts {
     slot: Option<AuditSlot>,
     /// The ledger entry of the issued credential (no secret), once issued.
     ledger: Option<LedgerEntry>,
+    steps: StepTimer,
 }
 
 impl Facts {
@@ -429,6 +439,7 @@ impl Facts {
             cloud_request_id: None,
             slot: None,
             ledger: None,
+            steps: StepTimer::default(),
         }
     }
 
@@ -508,6 +519,7 @@ async fn exchange(
     let policy = state.policy();
 
     // 1. A typed request.
+    facts.steps.enter(Step::Parse);
     let req = read_request(request).await?;
     let token = req.subject_token.expose();
     facts.subject_token_sha256 = Some(hex::encode(aws_lc_rs::digest::digest(
@@ -521,6 +533,7 @@ async fn exchange(
     facts.target = Some(target.name.clone());
 
     // 2. Shape and claimed issuer, before any network call; then keys and verification.
+    facts.steps.enter(Step::Verify);
     let jwt = UnverifiedJwt::parse(token).map_err(|e| Rejection::Token {
         reason: e.reason_code(),
         detail: e.to_string(),
@@ -592,6 +605,7 @@ async fn exchange(
     };
 
     // 3. Policy.
+    facts.steps.enter(Step::Policy);
     let lifetime = issued_lifetime(
         target,
         req.requested_lifetime,
@@ -637,9 +651,11 @@ async fn exchange(
 
     // 4. Rate limits, after policy allowed and before anything is reserved or recorded:
     // a 429 never uses up the `jti`.
+    facts.steps.enter(Step::RateLimit);
     check_rate_limits(state, trust.name(), claims.subject(), &target.name, now).await?;
 
     // 5. The audit slot, before anything is recorded or issued.
+    facts.steps.enter(Step::Audit);
     facts.slot = Some(
         state
             .inner
@@ -649,6 +665,7 @@ async fn exchange(
     );
 
     // 6. Replay.
+    facts.steps.enter(Step::Replay);
     if let (ReplayMode::SingleUse, Some(jti)) = (replay, jti) {
         let leeway = meta.map_or(0, |m| i64::try_from(m.leeway_secs).unwrap_or(0));
         let retain_until = claims.expires_at().saturating_add(leeway);
@@ -719,6 +736,7 @@ async fn exchange(
     }
 
     // 7. Issue through the target's provider.
+    facts.steps.enter(Step::Issue);
     let Some(provider) = state.inner.providers.get(&target.kind) else {
         return Err(Rejection::Issue(format!(
             "no provider for kind `{}`",

@@ -21,8 +21,10 @@
 //! [`ReplayVerdict`], [`StateError`]), `memory` (the in-memory backend: sharded maps,
 //! each with its own lock and its own expiry index, swept a little at every call),
 //! `ratelimit` ([`RateLimiter`], [`MemoryRateLimiter`]), `ledger` ([`Ledger`],
-//! [`MemoryLedger`], [`LedgerEntry`], [`Inventory`]) and `redis_backend` (the shared
-//! backend: one atomic script per operation, the state epoch, the Redis GCRA).
+//! [`MemoryLedger`], [`LedgerEntry`], [`Inventory`]), `redis_backend` (the shared
+//! backend: one atomic script per operation, the state epoch, the Redis GCRA),
+//! `redis_ledger` ([`RedisLedger`]) and `stats` ([`StateStats`]: the backend's error
+//! counters per [`StateOp`], for `legate_state_backend_errors_total{op}`).
 
 pub mod ledger;
 mod memory;
@@ -40,11 +42,13 @@ pub use ledger::{
     CredentialKind, Inventory, Ledger, LedgerEntry, LedgerError, LedgerFilter, LedgerLimits,
     MemoryLedger,
 };
+mod stats;
 
 pub use memory::MemoryReplayCache;
 pub use ratelimit::{
     DEFAULT_RATE_LIMIT_KEYS, MemoryRateLimiter, Rate, RateDecision, RateFuture, RateLimiter,
 };
+pub use stats::{StateOp, StateStats};
 
 /// The longest `jti` the replay cache records, in bytes. A longer one is refused
 /// ([`StateError::JtiTooLong`]) before anything is stored, so an issuer (or a forger

@@ -52,7 +52,7 @@ use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use redis::{Script, Value};
 
 use crate::ratelimit::{MemoryRateLimiter, Rate, RateDecision, RateFuture, RateLimiter};
-use crate::{MAX_JTI_BYTES, ReplayVerdict, StateError};
+use crate::{MAX_JTI_BYTES, ReplayVerdict, StateError, StateOp, StateStats};
 
 /// `[state]` settings of the Redis backend.
 #[derive(Clone)]
@@ -245,6 +245,8 @@ pub struct RedisBackend {
     release: Script,
     gcra: Script,
     stats: RedisStats,
+    /// The same errors by operation, for `legate_state_backend_errors_total{op}`.
+    state_stats: Arc<StateStats>,
 }
 
 impl fmt::Debug for RedisBackend {
@@ -340,6 +342,7 @@ impl RedisBackend {
             release: Script::new(RELEASE_SCRIPT),
             gcra: Script::new(GCRA_SCRIPT),
             stats: RedisStats::default(),
+            state_stats: Arc::new(StateStats::new()),
         });
         match backend.eviction_policy().await {
             Ok(policy) if policy == "noeviction" => {
@@ -363,6 +366,16 @@ impl RedisBackend {
     /// The counters.
     pub fn stats(&self) -> &RedisStats {
         &self.stats
+    }
+
+    /// The error counters by operation (the server's `legate_state_backend_errors_total`).
+    pub fn state_stats(&self) -> &Arc<StateStats> {
+        &self.state_stats
+    }
+
+    /// Counts one failed operation.
+    pub fn record_error(&self, op: StateOp) {
+        self.state_stats.record_error(op);
     }
 
     /// The URL, credentials redacted.
@@ -440,6 +453,7 @@ impl RedisBackend {
         };
         if !healthy {
             self.stats.check_errors.fetch_add(1, Ordering::Relaxed);
+            self.state_stats.record_error(StateOp::StartupCheck);
         }
         self.stats
             .healthy
@@ -468,6 +482,7 @@ impl RedisBackend {
         }
         if self.stats.healthy.load(Ordering::Relaxed) == 0 {
             self.stats.replay_errors.fetch_add(1, Ordering::Relaxed);
+            self.state_stats.record_error(StateOp::ReplayRecord);
             return Err(StateError::Unavailable {
                 reason: "the last health check found Redis unreachable or evicting".to_owned(),
             });
@@ -487,6 +502,7 @@ impl RedisBackend {
             self.bounded(invocation.invoke_async(&mut conn)).await;
         let (code, epoch) = answer.map_err(|reason| {
             self.stats.replay_errors.fetch_add(1, Ordering::Relaxed);
+            self.state_stats.record_error(StateOp::ReplayRecord);
             StateError::Unavailable { reason }
         })?;
         self.stats.epoch.store(epoch, Ordering::Relaxed);
@@ -526,6 +542,7 @@ impl RedisBackend {
         let answer: Result<i64, String> = self.bounded(invocation.invoke_async(&mut conn)).await;
         answer.map(|_| ()).map_err(|reason| {
             self.stats.release_errors.fetch_add(1, Ordering::Relaxed);
+            self.state_stats.record_error(StateOp::ReplayRelease);
             StateError::Unavailable { reason }
         })
     }
@@ -619,6 +636,7 @@ impl RateLimiter for RedisRateLimiter {
                         .stats
                         .ratelimit_errors
                         .fetch_add(1, Ordering::Relaxed);
+                    self.backend.record_error(StateOp::RateLimit);
                     tracing::warn!(%reason, "Redis rate limit unavailable: this replica limits alone");
                     self.fallback.decide(key, limit, now_ms)
                 }

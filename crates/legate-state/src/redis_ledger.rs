@@ -85,7 +85,10 @@ impl RedisLedger {
             .pipeline(&pipe)
             .await
             .map(|_| ())
-            .map_err(LedgerError::Unavailable)
+            .map_err(|reason| {
+                self.backend.record_error(crate::StateOp::Ledger);
+                LedgerError::Unavailable(reason)
+            })
     }
 
     /// Retained entries, newest first, while `keep` wants more (it gets each entry no
@@ -106,11 +109,10 @@ impl RedisLedger {
                 .arg("-")
                 .arg("COUNT")
                 .arg(PAGE.min(self.limits.max_entries - read));
-            let page = self
-                .backend
-                .command(&cmd)
-                .await
-                .map_err(LedgerError::Unavailable)?;
+            let page = self.backend.command(&cmd).await.map_err(|reason| {
+                self.backend.record_error(crate::StateOp::Ledger);
+                LedgerError::Unavailable(reason)
+            })?;
             let Value::Array(items) = page else {
                 return Err(LedgerError::Unavailable(
                     "XREVRANGE answered with no array".to_owned(),

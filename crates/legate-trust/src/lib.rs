@@ -24,4 +24,6 @@ mod store;
 
 pub use address::NetworkAccess;
 pub use fetch::{FetchError, FetchLimits, HttpFetcher};
-pub use store::{IssuerStatus, KeySource, TrustConfig, TrustError, TrustStore, TrustedIssuer};
+pub use store::{
+    FetchCounts, IssuerStatus, KeySource, TrustConfig, TrustError, TrustStore, TrustedIssuer,
+};

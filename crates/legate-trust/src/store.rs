@@ -1,6 +1,6 @@
 //! The per-issuer key cache and its refresh rules.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
@@ -143,6 +143,21 @@ pub struct IssuerStatus {
     pub ignored_keys: Vec<String>,
 }
 
+/// What one trust's key fetches did since start, for metrics.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct FetchCounts {
+    /// Fetch attempts (discovery, when used, then the JWKS; one attempt whatever its
+    /// outcome). Refreshes skipped by the rate limit are not attempts.
+    pub fetches: u64,
+    /// Failed attempts by [`FetchError::reason_code`] (a fixed set of codes).
+    pub failures: BTreeMap<&'static str, u64>,
+    /// `kid`s that a successful fetch found and the previous set did not have (the
+    /// first set counts nothing: there was nothing to change).
+    pub kids_added: u64,
+    /// `kid`s of the previous set that a successful fetch no longer found.
+    pub kids_removed: u64,
+}
+
 #[derive(Debug)]
 struct Snapshot {
     keys: Arc<KeySet>,
@@ -170,6 +185,7 @@ pub struct TrustedIssuer {
     fetcher: Option<HttpFetcher>,
     gate: tokio::sync::Mutex<Gate>,
     health: std::sync::Mutex<Health>,
+    counts: std::sync::Mutex<FetchCounts>,
 }
 
 impl TrustedIssuer {
@@ -195,6 +211,28 @@ impl TrustedIssuer {
     fn health(&self) -> Health {
         self.health.lock().map(|h| h.clone()).unwrap_or_default()
     }
+
+    /// What this trust's key fetches did since start (static keys: nothing).
+    pub fn fetch_counts(&self) -> FetchCounts {
+        self.counts.lock().map(|c| c.clone()).unwrap_or_default()
+    }
+
+    fn count(&self, f: impl FnOnce(&mut FetchCounts)) {
+        if let Ok(mut c) = self.counts.lock() {
+            f(&mut c);
+        }
+    }
+}
+
+/// `(added, removed)`: the `kid`s of `new` not in `old`, and of `old` not in `new`.
+fn kid_churn(old: &KeySet, new: &KeySet) -> (u64, u64) {
+    let old: HashSet<&str> = old.kids().into_iter().collect();
+    let new: HashSet<&str> = new.kids().into_iter().collect();
+    let count = |n: usize| u64::try_from(n).unwrap_or(u64::MAX);
+    (
+        count(new.difference(&old).count()),
+        count(old.difference(&new).count()),
+    )
 }
 
 /// All trusted issuers and their cached keys. Cheap to clone (shared inside).
@@ -247,6 +285,7 @@ impl TrustStore {
                 fetcher,
                 gate: tokio::sync::Mutex::new(Gate::default()),
                 health: std::sync::Mutex::new(Health::default()),
+                counts: std::sync::Mutex::new(FetchCounts::default()),
                 config,
             });
             by_issuer.insert(issuer.config.rules.issuer.clone(), issuer.clone());
@@ -465,8 +504,16 @@ impl TrustStore {
         gate.last_attempt = Some(now);
         let result = self.fetch(issuer).await;
         issuer.set_health(|h| h.attempted = true);
+        issuer.count(|c| c.fetches = c.fetches.saturating_add(1));
         match result {
             Ok((keys, warnings)) => {
+                if let Some(previous) = &current {
+                    let (added, removed) = kid_churn(&previous.keys, &keys);
+                    issuer.count(|c| {
+                        c.kids_added = c.kids_added.saturating_add(added);
+                        c.kids_removed = c.kids_removed.saturating_add(removed);
+                    });
+                }
                 for w in &warnings {
                     log_warning(name, w);
                 }
@@ -489,6 +536,10 @@ impl TrustStore {
             }
             Err(e) => {
                 tracing::warn!(trust = %name, error = %e, "jwks refresh failed; keeping the last good keys");
+                issuer.count(|c| {
+                    let n = c.failures.entry(e.reason_code()).or_insert(0);
+                    *n = n.saturating_add(1);
+                });
                 issuer.set_health(|h| {
                     h.last_error = Some(e.to_string());
                     h.last_error_code = Some(e.reason_code());

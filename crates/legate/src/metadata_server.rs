@@ -8,10 +8,9 @@ use std::process::ExitCode;
 use std::sync::Arc;
 
 use anyhow::{Context as _, bail};
-use legate_broker::fetch::BoxFuture;
 use legate_broker::server::DEFAULT_GCP_SCOPE;
 use legate_broker::{
-    AwsShape, AzureShape, Broker, BrokerConfig, FetchError, GcpShape, LegateFetcher,
+    AwsShape, AzureShape, Broker, BrokerConfig, ClientTokenSource, GcpShape, LegateFetcher,
     SubjectTokenSource, SystemClock,
 };
 
@@ -179,24 +178,7 @@ fn token_source(
 ) -> anyhow::Result<Arc<dyn SubjectTokenSource>> {
     let kind = spec.map(str::parse::<TokenSource>).transpose()?;
     let source = Source::new_or_detect(kind, audience, env)?;
-    Ok(Arc::new(ClientTokenSource(source)))
-}
-
-/// A `legate-client` token source as the broker's [`SubjectTokenSource`]. Its errors
-/// name the source and why, never the token.
-#[derive(Debug)]
-struct ClientTokenSource(Source);
-
-impl SubjectTokenSource for ClientTokenSource {
-    fn subject_token(&self) -> BoxFuture<'_, Result<Secret<String>, FetchError>> {
-        Box::pin(async move {
-            let token = self.0.fetch().await.map_err(|e| FetchError::SubjectToken {
-                source_name: self.0.kind().to_string(),
-                reason: e.to_string(),
-            })?;
-            Ok(Secret::new(token.expose().to_owned()))
-        })
-    }
+    Ok(Arc::new(ClientTokenSource::new(source)))
 }
 
 /// A secret file's content, trimmed; never echoed in errors.
