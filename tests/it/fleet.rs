@@ -189,6 +189,16 @@ async fn redis_outage_fails_closed_then_restarts_empty_without_a_replay_window()
         "{status}"
     );
 
+    // ...and so does the metric the alerts read.
+    let metrics = p.f.legate.operator.get("/metrics").await.text;
+    let failed = metrics
+        .lines()
+        .find(|l| l.starts_with("legate_state_backend_errors_total{op=\"replay_record\"}"))
+        .and_then(|l| l.rsplit(' ').next())
+        .and_then(|v| v.parse::<f64>().ok())
+        .unwrap_or_else(|| panic!("no replay_record error count in {metrics}"));
+    assert!(failed >= 1.0, "{failed}");
+
     redis.restart_empty().await;
     // The token used before the outage, presented at the other replica once it reaches
     // the new (empty) Redis: refused, never a second credential.
