@@ -1,5 +1,6 @@
-//! Legate's shared state: the replay cache and rate limits ([`RateLimiter`], in memory
-//! for one node; revocations and the Redis backend come later).
+//! Legate's shared state: the replay cache, rate limits ([`RateLimiter`], in memory
+//! for one node) and revocations ([`RevocationStore`], [`RevocationSet`]; see the
+//! `revocation` module); the Redis backend comes later.
 //!
 //! What it does: records each accepted `(iss, jti)` until the token can no longer be
 //! accepted, and refuses a second use of the same pair. It bounds what it holds: at most
@@ -18,15 +19,21 @@
 //! `async` for that reason.
 //!
 //! Layout: this file ([`ReplayCache`], [`ReplayLimits`], [`ReplayMode`],
-//! [`ReplayVerdict`], [`StateError`]) and `memory` (the in-memory backend: sharded maps,
-//! each with its own lock and its own expiry index, swept a little at every call).
+//! [`ReplayVerdict`], [`StateError`]), `memory` (the in-memory replay backend: sharded
+//! maps, each with its own lock and its own expiry index, swept a little at every call),
+//! `ratelimit` (GCRA) and [`revocation`].
 
 mod memory;
 mod ratelimit;
+pub mod revocation;
 
 pub use memory::MemoryReplayCache;
 pub use ratelimit::{
     DEFAULT_RATE_LIMIT_KEYS, MemoryRateLimiter, Rate, RateDecision, RateFuture, RateLimiter,
+};
+pub use revocation::{
+    MemoryRevocationStore, NewRevocation, Revocation, RevocationInputError, RevocationNotice,
+    RevocationQuery, RevocationSet, RevocationStore, RevocationStoreError,
 };
 
 /// The longest `jti` the replay cache records, in bytes. A longer one is refused
