@@ -376,6 +376,9 @@ pub struct Setup {
     pub extra_toml: String,
     /// When set, the audit sink blocks while the gate is closed (a stalled disk).
     pub audit_gate: Option<Arc<AuditGate>>,
+    /// A revocation store shared with other instances (a fleet on one store); `None`:
+    /// each instance has its own, in memory.
+    pub revocation_store: Option<Arc<dyn legate_state::RevocationStore>>,
 }
 
 /// A valve in front of the in-memory audit sink: while closed, the audit writer
@@ -435,6 +438,7 @@ impl Setup {
             extra_toml: String::new(),
             audit_gate: None,
             server: Vec::new(),
+            revocation_store: None,
         }
     }
 
@@ -625,6 +629,7 @@ pub struct Legate {
     pub config_toml: String,
     task: Option<JoinHandle<std::io::Result<()>>>,
     operator_task: JoinHandle<std::io::Result<()>>,
+    revocation_task: JoinHandle<()>,
     stop: tokio::sync::watch::Sender<bool>,
     dir: tempfile::TempDir,
 }
@@ -635,6 +640,7 @@ impl Drop for Legate {
             task.abort();
         }
         self.operator_task.abort();
+        self.revocation_task.abort();
     }
 }
 
@@ -732,6 +738,7 @@ impl Legate {
         if let Some(limits) = setup.fetch_limits {
             opts.fetch_limits = limits;
         }
+        opts.revocation_store = setup.revocation_store.clone();
         let state = AppState::build(&config, opts)
             .unwrap_or_else(|e| panic!("AppState::build: {e}\n{toml}"));
         if setup.warm {
@@ -746,6 +753,11 @@ impl Legate {
             state.clone(),
             until_stopped(stopped.clone()),
         ));
+        let revocation_task = legate_server::revocation::spawn_sync(
+            state.revocations().clone(),
+            clock.clone(),
+            until_stopped(stopped.clone()),
+        );
         let operator_task = tokio::spawn(legate_server::run_operator(
             operator_listener,
             state.clone(),
@@ -762,6 +774,7 @@ impl Legate {
             config_toml: toml,
             task: Some(task),
             operator_task,
+            revocation_task,
             stop,
             dir,
         }

@@ -95,6 +95,10 @@ pub struct BuildOptions {
     pub dev_demo: bool,
     /// Limits on upstream fetches.
     pub fetch_limits: FetchLimits,
+    /// A revocation store shared with other replicas (tests: two states on one store);
+    /// `None`: a fresh in-memory store of `[revocation] max_entries`. A shared store is
+    /// not known until read ([`crate::revocation::spawn_sync`]).
+    pub revocation_store: Option<Arc<dyn legate_state::RevocationStore>>,
 }
 
 impl BuildOptions {
@@ -105,6 +109,7 @@ impl BuildOptions {
             audit: None,
             dev_demo: false,
             fetch_limits: FetchLimits::default(),
+            revocation_store: None,
         }
     }
 }
@@ -141,6 +146,10 @@ pub(crate) struct Inner {
     pub(crate) limits: crate::config::LimitsConfig,
     pub(crate) rate_limiter: Arc<dyn legate_state::RateLimiter>,
     pub(crate) rate_limit_stats: RateLimitStats,
+    /// The revocations this replica enforces ([`crate::revocation`]).
+    pub(crate) revocations: Arc<crate::revocation::Revocations>,
+    /// `POST /introspect`, when `[admin] introspection = true`.
+    pub(crate) introspection: Option<crate::introspect::Introspection>,
 }
 
 /// Exchanges refused by rate limits since start, for `/status`.
@@ -282,6 +291,34 @@ impl AppState {
         let targets = with_ca_bundles(config)?;
         let credential_cache = CredentialCache::new(config.credential_cache);
         let providers = build_providers(config, &issuer, &targets, &credential_cache)?;
+        let (revocation_store, known): (Arc<dyn legate_state::RevocationStore>, bool) =
+            match opts.revocation_store {
+                Some(store) => (store, false),
+                None => (
+                    Arc::new(legate_state::MemoryRevocationStore::new(
+                        config.revocation.max_entries,
+                    )),
+                    true,
+                ),
+            };
+        let revocations = Arc::new(crate::revocation::Revocations::new(
+            revocation_store,
+            known,
+            credential_cache.clone(),
+            crate::revocation::jti_retention_secs(&config.trusts),
+            std::time::Duration::from_secs(config.state.sync_interval_secs),
+        ));
+        let introspection = if config.admin.enabled && config.admin.introspection {
+            Some(
+                crate::introspect::Introspection::new(issuer.url(), &issuer.jwks(), &targets)
+                    .map_err(|source| StartupError::Jwks {
+                        path: "<legate's own jwks>".into(),
+                        source,
+                    })?,
+            )
+        } else {
+            None
+        };
         let metrics = crate::metrics::Metrics::new(
             trust_meta.keys().cloned(),
             targets.iter().map(|t| t.name.clone()),
@@ -313,6 +350,8 @@ impl AppState {
                     legate_state::DEFAULT_RATE_LIMIT_KEYS,
                 )),
                 rate_limit_stats: RateLimitStats::default(),
+                revocations,
+                introspection,
             }),
         })
     }
@@ -356,6 +395,11 @@ impl AppState {
     /// The public listener's limits and counters.
     pub fn server_stats(&self) -> &crate::serve::ServerStats {
         &self.inner.server
+    }
+
+    /// The revocations this replica enforces (the sync task, `/status`, tests).
+    pub fn revocations(&self) -> &Arc<crate::revocation::Revocations> {
+        &self.inner.revocations
     }
 
     /// The credential cache's counters (hits, misses, refreshes, evictions).

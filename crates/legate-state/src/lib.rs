@@ -32,8 +32,8 @@ pub use ratelimit::{
     DEFAULT_RATE_LIMIT_KEYS, MemoryRateLimiter, Rate, RateDecision, RateFuture, RateLimiter,
 };
 pub use revocation::{
-    MemoryRevocationStore, NewRevocation, Revocation, RevocationInputError, RevocationNotice,
-    RevocationQuery, RevocationSet, RevocationStore, RevocationStoreError,
+    MemoryRevocationStore, NewRevocation, Revocation, RevocationFuture, RevocationInputError,
+    RevocationNotice, RevocationQuery, RevocationSet, RevocationStore, RevocationStoreError,
 };
 
 /// The longest `jti` the replay cache records, in bytes. A longer one is refused

@@ -3,8 +3,9 @@
 //! One binary, one file per subcommand: `serve` (run the gateway), `status` (ask a
 //! running gateway's operator listener), `config check`, `policy validate|test|eval`,
 //! `token decode`, `demo` (walk a newcomer through an exchange against a
-//! development-mode server), and the workload side: `exchange`, `credential-process`
-//! and `metadata-server` (the local credential broker for SDKs).
+//! development-mode server), `revoke` (the admin API's revocations), and the workload
+//! side: `exchange`, `credential-process` and `metadata-server` (the local credential
+//! broker for SDKs).
 
 mod config_cmd;
 mod demo;
@@ -12,6 +13,7 @@ mod exchange;
 mod metadata_server;
 mod policy;
 mod policy_eval;
+mod revoke;
 mod serve;
 mod status;
 mod token;
@@ -52,6 +54,9 @@ enum Command {
     /// Serve credentials from Legate to unmodified SDKs on a local metadata endpoint
     /// (AWS IMDSv2 and ECS, GCE metadata, Azure managed identity).
     MetadataServer(Box<metadata_server::Args>),
+    /// Revoke an identity (by upstream subject, trust, target or token `jti`) through the
+    /// admin API; every replica refuses it from then on.
+    Revoke(revoke::Args),
 }
 
 fn main() -> ExitCode {
@@ -68,6 +73,7 @@ fn main() -> ExitCode {
         Command::Exchange(args) => exchange::run(args),
         Command::CredentialProcess(args) => exchange::run_credential_process(args),
         Command::MetadataServer(args) => metadata_server::run(*args),
+        Command::Revoke(args) => revoke::run(args),
     };
     match result {
         Ok(code) => code,
