@@ -86,14 +86,14 @@ fn legate_bin() -> &'static Path {
 
 /// One run of the binary.
 #[derive(Debug)]
-struct Run {
-    code: Option<i32>,
-    stdout: String,
-    stderr: String,
+pub(crate) struct Run {
+    pub(crate) code: Option<i32>,
+    pub(crate) stdout: String,
+    pub(crate) stderr: String,
 }
 
 /// Runs `legate ARGS` with only `PATH` and `env` in its environment.
-async fn legate(args: &[&str], env: &[(&str, &str)]) -> Run {
+pub(crate) async fn legate(args: &[&str], env: &[(&str, &str)]) -> Run {
     let bin = legate_bin();
     let mut cmd = tokio::process::Command::new(bin);
     cmd.args(args)

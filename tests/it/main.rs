@@ -9,6 +9,7 @@
 //!   [`clouds`],
 //!   [`exchange`], [`fakes`], [`grants`], [`hygiene`], [`limits`], [`mock_provider`],
 //!   [`keys`], [`metrics`], [`operator`], [`proxy`], [`ratelimit`], [`reload`], [`replay`],
+//!   [`revocation`],
 //!   [`robustness`], [`routing`],
 //!   [`wire`].
 
@@ -35,6 +36,7 @@ mod proxy;
 mod ratelimit;
 mod reload;
 mod replay;
+mod revocation;
 mod robustness;
 mod routing;
 mod wire;
