@@ -183,22 +183,21 @@ pub(crate) async fn introspect(State(state): State<AppState>, request: Request) 
                 legate_core::text::escape_untrusted(c.jti().unwrap_or_default())
             ));
             record(&state, audit);
-            let mut body = json!({
-                "active": true,
-                "iss": c.issuer(),
-                "sub": c.subject(),
-                "aud": c.claims().get("aud").cloned().unwrap_or(Value::Null),
-                "exp": c.expires_at(),
-                "jti": c.jti(),
-            });
-            for name in ["iat", "nbf"] {
+            let mut body = serde_json::Map::new();
+            body.insert("active".to_owned(), Value::Bool(true));
+            body.insert("iss".to_owned(), json!(c.issuer()));
+            body.insert("sub".to_owned(), json!(c.subject()));
+            for name in ["aud", "iat", "nbf"] {
                 if let Some(v) = c.claims().get(name) {
-                    body[name] = v.clone();
+                    body.insert(name.to_owned(), v.clone());
                 }
             }
+            body.insert("exp".to_owned(), json!(c.expires_at()));
+            body.insert("jti".to_owned(), json!(c.jti()));
             if let [target] = minted.targets.as_slice() {
-                body["target"] = json!(target);
+                body.insert("target".to_owned(), json!(target));
             }
+            let body = Value::Object(body);
             reply(StatusCode::OK, body, &id)
         }
         Err(reason) => {
