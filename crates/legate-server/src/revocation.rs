@@ -391,16 +391,15 @@ pub(crate) async fn create(State(state): State<AppState>, request: Request) -> R
             ),
         );
     }
-    let created_by = format!(
+    // The audit's trust and subject are already escaped (and the trust is a name):
+    // bounded here, not escaped twice.
+    let mut created_by = format!(
         "{}:{}",
         audit.trust.as_deref().unwrap_or_default(),
         audit.subject.as_deref().unwrap_or_default()
     );
-    let created_by = legate_core::text::escape_untrusted_within(
-        &created_by,
-        // Escaping grows a byte at most six-fold: the result stays within the bound.
-        legate_state::revocation::MAX_CREATED_BY_BYTES / 6 - 8,
-    );
+    created_by
+        .truncate(created_by.floor_char_boundary(legate_state::revocation::MAX_CREATED_BY_BYTES));
     let now = state.inner.clock.now();
     match state.inner.revocations.add(new, created_by, now).await {
         Ok(added) => {
