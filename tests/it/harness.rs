@@ -500,7 +500,8 @@ pub fn plain_http_client(timeout: Duration) -> reqwest::Client {
 }
 
 impl Client {
-    fn new(url: String) -> Self {
+    /// A client of the Legate listening at `url` (`http://127.0.0.1:<port>`).
+    pub fn new(url: String) -> Self {
         let http = plain_http_client(Duration::from_secs(20));
         Self { url, http }
     }
@@ -630,6 +631,8 @@ pub struct Legate {
     task: Option<JoinHandle<std::io::Result<()>>>,
     operator_task: JoinHandle<std::io::Result<()>>,
     revocation_task: JoinHandle<()>,
+    /// The shared state's health checks (`AppState::spawn_state_tasks`).
+    state_tasks: JoinHandle<()>,
     stop: tokio::sync::watch::Sender<bool>,
     dir: tempfile::TempDir,
 }
@@ -641,6 +644,7 @@ impl Drop for Legate {
         }
         self.operator_task.abort();
         self.revocation_task.abort();
+        self.state_tasks.abort();
     }
 }
 
@@ -739,8 +743,10 @@ impl Legate {
             opts.fetch_limits = limits;
         }
         opts.revocation_store = setup.revocation_store.clone();
-        let state = AppState::build(&config, opts)
-            .unwrap_or_else(|e| panic!("AppState::build: {e}\n{toml}"));
+        let state = AppState::connect(&config, opts)
+            .await
+            .unwrap_or_else(|e| panic!("AppState::connect: {e}\n{toml}"));
+        let state_tasks = state.spawn_state_tasks();
         if setup.warm {
             state.warm().await;
         }
@@ -775,6 +781,7 @@ impl Legate {
             task: Some(task),
             operator_task,
             revocation_task,
+            state_tasks,
             stop,
             dir,
         }

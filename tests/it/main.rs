@@ -7,15 +7,15 @@
 //! - [`harness`]: Legate in-process with a manual clock and in-memory audit;
 //! - the test modules, one per concern: [`actor`], [`admin`], [`attacks`], [`broker`], [`client`],
 //!   [`clouds`],
-//!   [`exchange`], [`fakes`], [`grants`], [`hygiene`], [`limits`], [`mock_provider`],
+//!   [`exchange`], [`fakes`], [`fleet`] (replicas on a real Redis, [`redis_server`]), [`grants`], [`hygiene`], [`limits`], [`mock_provider`],
 //!   [`keys`], [`metrics`], [`operator`], [`proxy`], [`ratelimit`], [`reload`], [`replay`],
-//!   [`revocation`],
-//!   [`robustness`], [`routing`],
+//!   [`revocation`], [`robustness`], [`routing`], [`terraform`],
 //!   [`wire`].
 
 mod harness;
 mod issuer;
 mod peers;
+mod redis_server;
 
 mod actor;
 mod admin;
@@ -25,6 +25,7 @@ mod client;
 mod clouds;
 mod exchange;
 mod fakes;
+mod fleet;
 mod grants;
 mod hygiene;
 mod keys;
@@ -39,4 +40,5 @@ mod replay;
 mod revocation;
 mod robustness;
 mod routing;
+mod terraform;
 mod wire;

@@ -51,7 +51,7 @@ const VERIFY_TIMEOUT: Duration = Duration::from_secs(30);
 const HTTP_TIMEOUT: Duration = Duration::from_secs(20);
 
 /// The value of a required environment variable set by `tests/run`.
-fn required_env(var: &str) -> PathBuf {
+pub(crate) fn required_env(var: &str) -> PathBuf {
     match std::env::var_os(var) {
         Some(v) if !v.is_empty() => PathBuf::from(v),
         _ => panic!(

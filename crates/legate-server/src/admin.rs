@@ -557,12 +557,14 @@ async fn verify(
                 claims.issuer(),
                 jti,
                 claims.expires_at().saturating_add(leeway),
+                meta.map_or(i64::MIN, |m| m.earliest_use(&claims)),
                 now,
             )
             .await
         {
             Ok(ReplayVerdict::Fresh) => {}
             Ok(ReplayVerdict::Replayed) => return Err("replayed"),
+            Ok(ReplayVerdict::BeforeEpoch { .. }) => return Err("before_state_epoch"),
             Err(_) => return Err("state_unavailable"),
         }
     }

@@ -65,6 +65,13 @@ pub enum StartupError {
     /// The metrics registry could not be built.
     #[error("metrics: {0}")]
     Metrics(#[from] crate::metrics::MetricsError),
+    /// The shared state backend could not be reached or is unsafe to use.
+    #[error("state: {0}")]
+    State(#[from] legate_state::RedisStartupError),
+    /// `[state] backend = "redis"`, but the state was built without connecting first
+    /// (use [`AppState::connect`]).
+    #[error("state: `backend = \"redis\"` needs a connection: build with `AppState::connect`")]
+    StateNotConnected,
     /// The audit log could not be opened.
     #[error("audit log `{path}`: {source}")]
     Audit {
@@ -82,6 +89,33 @@ pub struct TrustMeta {
     pub replay: ReplayMode,
     /// Leeway (the replay entry outlives `exp` by this much).
     pub leeway_secs: u64,
+    /// The longest lifetime the trust accepts (bounds when a token without `iat` could
+    /// first have been accepted: see [`TrustMeta::earliest_use`]).
+    pub max_lifetime_secs: u64,
+}
+
+impl TrustMeta {
+    /// The first moment a token with `claims` could have been accepted under this
+    /// trust's rules: its `iat` or `nbf` minus the leeway (the later of the two), and
+    /// without `iat`, no earlier than `exp` minus the maximum lifetime (the verifier
+    /// measures the lifetime of such a token from the moment it is presented). The
+    /// shared replay state refuses a single-use token that could have been accepted
+    /// before its epoch.
+    pub fn earliest_use(&self, claims: &legate_core::VerifiedClaims) -> i64 {
+        let leeway = i64::try_from(self.leeway_secs).unwrap_or(i64::MAX);
+        let nbf = claims
+            .claims()
+            .get("nbf")
+            .and_then(serde_json::Value::as_i64)
+            .map(|nbf| nbf.saturating_sub(leeway));
+        let first = match claims.issued_at() {
+            Some(iat) => iat.saturating_sub(leeway),
+            None => claims
+                .expires_at()
+                .saturating_sub(i64::try_from(self.max_lifetime_secs).unwrap_or(i64::MAX)),
+        };
+        nbf.map_or(first, |nbf| first.max(nbf))
+    }
 }
 
 /// Options for building the state that do not come from the file.
@@ -99,6 +133,9 @@ pub struct BuildOptions {
     /// `None`: a fresh in-memory store of `[revocation] max_entries`. A shared store is
     /// not known until read ([`crate::revocation::spawn_sync`]).
     pub revocation_store: Option<Arc<dyn legate_state::RevocationStore>>,
+    /// The connected Redis backend, for `[state] backend = "redis"` (set by
+    /// [`AppState::connect`]).
+    pub redis: Option<Arc<legate_state::RedisBackend>>,
 }
 
 impl BuildOptions {
@@ -110,6 +147,7 @@ impl BuildOptions {
             dev_demo: false,
             fetch_limits: FetchLimits::default(),
             revocation_store: None,
+            redis: None,
         }
     }
 }
@@ -150,6 +188,8 @@ pub(crate) struct Inner {
     pub(crate) revocations: Arc<crate::revocation::Revocations>,
     /// `POST /introspect`, when `[admin] introspection = true`.
     pub(crate) introspection: Option<crate::introspect::Introspection>,
+    /// `[state] sync_interval_secs`: the shared backend's health-check period.
+    pub(crate) sync_interval_secs: u64,
 }
 
 /// Exchanges refused by rate limits since start, for `/status`.
@@ -164,6 +204,24 @@ pub struct RateLimitStats {
 }
 
 impl AppState {
+    /// Connects the shared state backend named by `[state] backend` (Redis: connect,
+    /// check it will not evict keys), then [`build`](Self::build)s. With the memory
+    /// backend this is `build`.
+    ///
+    /// # Errors
+    ///
+    /// [`StartupError::State`] when Redis cannot be reached or may evict keys, and every
+    /// error of `build`.
+    pub async fn connect(config: &Config, mut opts: BuildOptions) -> Result<Self, StartupError> {
+        if let (crate::config::StateBackendConfig::Redis(settings), None) =
+            (&config.state.backend, &opts.redis)
+        {
+            opts.redis =
+                Some(legate_state::RedisBackend::connect(settings, opts.clock.now()).await?);
+        }
+        Self::build(config, opts)
+    }
+
     /// Builds the state: loads keys, policies and static JWKS files. No network call;
     /// call [`AppState::warm`] to fetch upstream keys.
     pub fn build(config: &Config, opts: BuildOptions) -> Result<Self, StartupError> {
@@ -219,6 +277,7 @@ impl AppState {
                 TrustMeta {
                     replay: t.replay,
                     leeway_secs: t.leeway_secs,
+                    max_lifetime_secs: t.max_lifetime_secs,
                 },
             );
         }
@@ -232,6 +291,7 @@ impl AppState {
                 TrustMeta {
                     replay: ReplayMode::SingleUse,
                     leeway_secs: tc.rules.leeway_secs,
+                    max_lifetime_secs: tc.rules.max_lifetime_secs,
                 },
             );
             trust_configs.push(tc);
@@ -288,6 +348,26 @@ impl AppState {
                 .max(1),
         };
 
+        let (replay, rate_limiter): (ReplayCache, Arc<dyn legate_state::RateLimiter>) =
+            match (&config.state.backend, &opts.redis) {
+                (crate::config::StateBackendConfig::Memory, _) => (
+                    ReplayCache::memory(replay_limits),
+                    Arc::new(legate_state::MemoryRateLimiter::new(
+                        legate_state::DEFAULT_RATE_LIMIT_KEYS,
+                    )),
+                ),
+                (crate::config::StateBackendConfig::Redis(_), Some(redis)) => (
+                    ReplayCache::redis(redis.clone(), replay_limits),
+                    Arc::new(legate_state::RedisRateLimiter::new(
+                        redis.clone(),
+                        legate_state::DEFAULT_RATE_LIMIT_KEYS,
+                    )),
+                ),
+                (crate::config::StateBackendConfig::Redis(_), None) => {
+                    return Err(StartupError::StateNotConnected);
+                }
+            };
+
         let targets = with_ca_bundles(config)?;
         let credential_cache = CredentialCache::new(config.credential_cache);
         let providers = build_providers(config, &issuer, &targets, &credential_cache)?;
@@ -335,7 +415,7 @@ impl AppState {
                 credential_cache,
                 discovery_json: issuer.discovery_document().to_string(),
                 jwks_json: issuer.jwks().to_string(),
-                replay: ReplayCache::memory(replay_limits),
+                replay,
                 audit,
                 trusted_proxies: config.server.trusted_proxies.clone(),
                 demo,
@@ -346,14 +426,35 @@ impl AppState {
                 admin: crate::admin::Admin::new(&config.admin),
                 metrics,
                 limits: config.limits.clone(),
-                rate_limiter: Arc::new(legate_state::MemoryRateLimiter::new(
-                    legate_state::DEFAULT_RATE_LIMIT_KEYS,
-                )),
+                rate_limiter,
+                sync_interval_secs: config.state.sync_interval_secs,
                 rate_limit_stats: RateLimitStats::default(),
                 revocations,
                 introspection,
             }),
         })
+    }
+
+    /// The shared state's background work, for as long as the returned task runs: a
+    /// health check of the Redis backend every `[state] sync_interval_secs` (reachable,
+    /// still `noeviction`). Nothing to do with the memory backend (the task ends at once).
+    pub fn spawn_state_tasks(&self) -> tokio::task::JoinHandle<()> {
+        let redis = self.inner.replay.redis_backend().cloned();
+        let period = std::time::Duration::from_secs(self.inner.sync_interval_secs.max(1));
+        tokio::spawn(async move {
+            let Some(redis) = redis else { return };
+            let mut tick = tokio::time::interval(period);
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                tick.tick().await;
+                redis.check().await;
+            }
+        })
+    }
+
+    /// The shared Redis backend, when `[state] backend = "redis"`.
+    pub fn redis(&self) -> Option<&Arc<legate_state::RedisBackend>> {
+        self.inner.replay.redis_backend()
     }
 
     /// Fetches every upstream issuer's keys once.

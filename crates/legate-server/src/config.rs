@@ -233,10 +233,24 @@ pub struct StateConfig {
     /// Live entries one trust may hold; by default an equal share of
     /// `replay_capacity` per single-use trust.
     pub replay_capacity_per_trust: Option<usize>,
-    /// How often every replica reads the whole revocation set from the store
-    /// (`sync_interval_secs`), bounding how long a lost notice goes unnoticed.
+    /// Where the shared state lives.
+    pub backend: StateBackendConfig,
+    /// Seconds between the shared backend's health checks (and the full re-reads of
+    /// shared sets such as revocations).
     pub sync_interval_secs: u64,
 }
+
+/// `[state] backend`.
+#[derive(Debug, Clone)]
+pub enum StateBackendConfig {
+    /// In this process only (the default).
+    Memory,
+    /// In Redis, shared by every replica on it.
+    Redis(legate_state::RedisSettings),
+}
+
+/// The default `[state] sync_interval_secs`.
+pub const DEFAULT_SYNC_INTERVAL_SECS: u64 = 5;
 
 /// `[revocation]`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -246,10 +260,6 @@ pub struct RevocationConfig {
     pub max_entries: usize,
 }
 
-/// The default of `[state] sync_interval_secs`.
-pub const DEFAULT_SYNC_INTERVAL_SECS: u64 = 5;
-/// The longest `[state] sync_interval_secs` accepted.
-pub const MAX_SYNC_INTERVAL_SECS: u64 = 3600;
 /// The largest `[revocation] max_entries` accepted.
 pub const MAX_REVOCATIONS: usize = 1_000_000;
 
@@ -683,6 +693,20 @@ struct RawState {
     #[serde(default)]
     replay_capacity_per_trust: Option<Spanned<usize>>,
     #[serde(default)]
+    url: Option<Spanned<String>>,
+    #[serde(default)]
+    password_file: Option<Spanned<String>>,
+    #[serde(default)]
+    tls_ca_file: Option<Spanned<String>>,
+    #[serde(default)]
+    key_prefix: Option<Spanned<String>>,
+    #[serde(default)]
+    pool_size: Option<Spanned<usize>>,
+    #[serde(default)]
+    connect_timeout_ms: Option<Spanned<u64>>,
+    #[serde(default)]
+    command_timeout_ms: Option<Spanned<u64>>,
+    #[serde(default)]
     sync_interval_secs: Option<Spanned<u64>>,
 }
 
@@ -692,6 +716,13 @@ impl Default for RawState {
             backend: default_backend(),
             replay_capacity: default_replay_capacity(),
             replay_capacity_per_trust: None,
+            url: None,
+            password_file: None,
+            tls_ca_file: None,
+            key_prefix: None,
+            pool_size: None,
+            connect_timeout_ms: None,
+            command_timeout_ms: None,
             sync_interval_secs: None,
         }
     }
@@ -812,6 +843,174 @@ impl Checker<'_> {
         }
     }
 
+    /// `[state] backend` and the Redis keys.
+    fn state_backend(&self, raw: &RawState) -> Result<(StateBackendConfig, u64), ConfigError> {
+        let sync_interval_secs = match &raw.sync_interval_secs {
+            None => DEFAULT_SYNC_INTERVAL_SECS,
+            Some(n) if (1..=300).contains(n.get_ref()) => *n.get_ref(),
+            Some(n) => {
+                return Err(self.err(
+                    n.span(),
+                    "state.sync_interval_secs",
+                    "must be between 1 and 300",
+                ));
+            }
+        };
+        let redis_only = [
+            ("url", raw.url.as_ref().map(Spanned::span)),
+            (
+                "password_file",
+                raw.password_file.as_ref().map(Spanned::span),
+            ),
+            ("tls_ca_file", raw.tls_ca_file.as_ref().map(Spanned::span)),
+            ("key_prefix", raw.key_prefix.as_ref().map(Spanned::span)),
+            ("pool_size", raw.pool_size.as_ref().map(Spanned::span)),
+            (
+                "connect_timeout_ms",
+                raw.connect_timeout_ms.as_ref().map(Spanned::span),
+            ),
+            (
+                "command_timeout_ms",
+                raw.command_timeout_ms.as_ref().map(Spanned::span),
+            ),
+        ];
+        match raw.backend.get_ref().as_str() {
+            "memory" => {
+                if let Some((name, Some(span))) = redis_only.iter().find(|(_, s)| s.is_some()) {
+                    return Err(self.err(
+                        span.clone(),
+                        format!("state.{name}"),
+                        "only applies to `backend = \"redis\"`",
+                    ));
+                }
+                Ok((StateBackendConfig::Memory, sync_interval_secs))
+            }
+            "redis" => {
+                let Some(url) = &raw.url else {
+                    return Err(self.err(
+                        raw.backend.span(),
+                        "state.url",
+                        "`backend = \"redis\"` needs `url = \"redis://host:6379\"` (or `rediss://` for TLS)",
+                    ));
+                };
+                let text = url.get_ref();
+                let tls = text.starts_with("rediss://");
+                if !tls && !text.starts_with("redis://") {
+                    return Err(self.err(
+                        url.span(),
+                        "state.url",
+                        format!(
+                            "`{}` is not a Redis URL: use `redis://host:port` or `rediss://host:port`",
+                            legate_state::redact_url(text)
+                        ),
+                    ));
+                }
+                if legate_state::check_redis_url(text).is_err() {
+                    return Err(self.err(
+                        url.span(),
+                        "state.url",
+                        format!(
+                            "`{}` does not parse as a Redis URL",
+                            legate_state::redact_url(text)
+                        ),
+                    ));
+                }
+                if let (false, Some(ca)) = (tls, &raw.tls_ca_file) {
+                    return Err(self.err(
+                        ca.span(),
+                        "state.tls_ca_file",
+                        "only applies to a `rediss://` URL (TLS)",
+                    ));
+                }
+                let password = match &raw.password_file {
+                    None => None,
+                    Some(p) => {
+                        let path = self.path(Path::new(p.get_ref()));
+                        let text = std::fs::read_to_string(&path).map_err(|e| {
+                            self.err(
+                                p.span(),
+                                "state.password_file",
+                                format!("cannot read `{}`: {e}", path.display()),
+                            )
+                        })?;
+                        let password = text.trim_end_matches(['\r', '\n']).to_owned();
+                        if password.is_empty() {
+                            return Err(self.err(
+                                p.span(),
+                                "state.password_file",
+                                format!("`{}` is empty", path.display()),
+                            ));
+                        }
+                        Some(password)
+                    }
+                };
+                let key_prefix = match &raw.key_prefix {
+                    None => "legate".to_owned(),
+                    Some(p)
+                        if (1..=64).contains(&p.get_ref().len())
+                            && p.get_ref()
+                                .bytes()
+                                .all(|b| b.is_ascii_alphanumeric() || b"-_.:".contains(&b)) =>
+                    {
+                        p.get_ref().clone()
+                    }
+                    Some(p) => {
+                        return Err(self.err(
+                            p.span(),
+                            "state.key_prefix",
+                            "must be 1 to 64 characters of A-Z, a-z, 0-9, `-`, `_`, `.` and `:`",
+                        ));
+                    }
+                };
+                let bounded = |v: &Option<Spanned<u64>>, key: &str, default: u64, max: u64| match v
+                {
+                    None => Ok(default),
+                    Some(n) if (1..=max).contains(n.get_ref()) => Ok(*n.get_ref()),
+                    Some(n) => Err(self.err(
+                        n.span(),
+                        format!("state.{key}"),
+                        format!("must be between 1 and {max}"),
+                    )),
+                };
+                let connect_timeout_ms =
+                    bounded(&raw.connect_timeout_ms, "connect_timeout_ms", 2_000, 60_000)?;
+                let command_timeout_ms =
+                    bounded(&raw.command_timeout_ms, "command_timeout_ms", 500, 30_000)?;
+                let pool_size = match &raw.pool_size {
+                    None => 2,
+                    Some(n) if (1..=64).contains(n.get_ref()) => *n.get_ref(),
+                    Some(n) => {
+                        return Err(self.err(
+                            n.span(),
+                            "state.pool_size",
+                            "must be between 1 and 64",
+                        ));
+                    }
+                };
+                Ok((
+                    StateBackendConfig::Redis(legate_state::RedisSettings {
+                        url: text.clone(),
+                        password,
+                        tls_ca_file: raw
+                            .tls_ca_file
+                            .as_ref()
+                            .map(|p| self.path(Path::new(p.get_ref()))),
+                        key_prefix,
+                        pool_size,
+                        connect_timeout: std::time::Duration::from_millis(connect_timeout_ms),
+                        command_timeout: std::time::Duration::from_millis(command_timeout_ms),
+                    }),
+                    sync_interval_secs,
+                ))
+            }
+            other => Err(self.err(
+                raw.backend.span(),
+                "state.backend",
+                format!("unknown backend `{other}`: use `memory` (the default) or `redis`"),
+            )),
+        }
+    }
+
     fn path(&self, p: &Path) -> PathBuf {
         if p.is_absolute() {
             p.to_path_buf()
@@ -866,16 +1065,7 @@ impl Checker<'_> {
                 ));
             }
         };
-        if raw.state.backend.get_ref() != "memory" {
-            return Err(self.err(
-                raw.state.backend.span(),
-                "state.backend",
-                format!(
-                    "unknown backend `{}`: only `memory` is available in this version",
-                    raw.state.backend.get_ref()
-                ),
-            ));
-        }
+        let (state_backend, sync_interval_secs) = self.state_backend(&raw.state)?;
         let sink = match raw.audit.path.as_deref() {
             None | Some("-") => AuditSinkConfig::Stdout,
             Some(p) => AuditSinkConfig::File(self.path(Path::new(p))),
@@ -916,17 +1106,6 @@ impl Checker<'_> {
                 ));
             }
         };
-        let sync_interval_secs = match raw.state.sync_interval_secs {
-            None => DEFAULT_SYNC_INTERVAL_SECS,
-            Some(n) if (1..=MAX_SYNC_INTERVAL_SECS).contains(n.get_ref()) => *n.get_ref(),
-            Some(n) => {
-                return Err(self.err(
-                    n.span(),
-                    "state.sync_interval_secs",
-                    format!("must be between 1 and {MAX_SYNC_INTERVAL_SECS}"),
-                ));
-            }
-        };
         let revocation = RevocationConfig {
             max_entries: match raw.revocation.max_entries {
                 None => legate_state::revocation::DEFAULT_MAX_REVOCATIONS,
@@ -953,6 +1132,7 @@ impl Checker<'_> {
             state: StateConfig {
                 replay_capacity,
                 replay_capacity_per_trust,
+                backend: state_backend,
                 sync_interval_secs,
             },
             audit,
@@ -1957,7 +2137,7 @@ labels = { env = "prod" }
                 "state.sync_interval_secs",
             ),
             (
-                "[state]\nsync_interval_secs = 3601",
+                "[state]\nsync_interval_secs = 301",
                 "state.sync_interval_secs",
             ),
             ("[revocation]\nmax_entries = 0", "revocation.max_entries"),

@@ -688,7 +688,14 @@ async fn exchange(
         match state
             .inner
             .replay
-            .check_and_record(trust.name(), claims.issuer(), jti, retain_until, now)
+            .check_and_record(
+                trust.name(),
+                claims.issuer(),
+                jti,
+                retain_until,
+                meta.map_or(i64::MIN, |m| m.earliest_use(&claims)),
+                now,
+            )
             .await
         {
             Ok(ReplayVerdict::Fresh) => {}
@@ -697,6 +704,9 @@ async fn exchange(
                     reason: "replayed",
                     detail: "this (iss, jti) was already exchanged".to_owned(),
                 });
+            }
+            Ok(ReplayVerdict::BeforeEpoch { epoch }) => {
+                return Err(before_epoch(epoch));
             }
             Err(e) => return Err(Rejection::State(e)),
         }
@@ -712,7 +722,18 @@ async fn exchange(
         let verdict = state
             .inner
             .replay
-            .check_and_record(actor_trust, actor_iss, actor_jti, a.retain_until(), now)
+            .check_and_record(
+                actor_trust,
+                actor_iss,
+                actor_jti,
+                a.retain_until(),
+                state
+                    .inner
+                    .trust_meta
+                    .get(actor_trust)
+                    .map_or(i64::MIN, |m| m.earliest_use(&a.claims)),
+                now,
+            )
             .await;
         let refusal = match verdict {
             Ok(ReplayVerdict::Fresh) => None,
@@ -720,6 +741,7 @@ async fn exchange(
                 reason: "replayed",
                 detail: "this (iss, jti) was already exchanged".to_owned(),
             }),
+            Ok(ReplayVerdict::BeforeEpoch { epoch }) => Some(before_epoch(epoch)),
             Err(e) => Some(Rejection::State(e)),
         };
         if let Some(refusal) = refusal {
@@ -808,6 +830,19 @@ fn check_revocation(state: &AppState, q: &RevocationQuery<'_>, now: i64) -> Resu
         Verdict::Clear => Ok(()),
         Verdict::Revoked(r) => Err(Rejection::Revoked { id: r.id.clone() }),
         Verdict::Unknown => Err(Rejection::RevocationsUnknown),
+    }
+}
+
+/// The refusal of a single-use token that could have been accepted before the shared
+/// state's epoch: its record may have been lost with the old state, so it cannot be
+/// told from a replay. The workload gets the generic answer and must fetch a new token.
+fn before_epoch(epoch: i64) -> Rejection {
+    Rejection::Token {
+        reason: "before_state_epoch",
+        detail: format!(
+            "single-use token could have been used before the shared state began at {epoch} \
+             (a new or emptied Redis); a fresh token is needed"
+        ),
     }
 }
 

@@ -110,9 +110,10 @@ trait Replay {
 
 impl Replay for ReplayCache {
     fn record(&self, jti: &str, retain_until: i64, now: i64) -> Outcome {
-        match block(self.check_and_record(TRUST, ISSUER, jti, retain_until, now)) {
+        match block(self.check_and_record(TRUST, ISSUER, jti, retain_until, 0, now)) {
             Ok(ReplayVerdict::Fresh) => Outcome::Fresh,
             Ok(ReplayVerdict::Replayed) => Outcome::Replayed,
+            Ok(ReplayVerdict::BeforeEpoch { .. }) => Outcome::Refused,
             Err(_) => Outcome::Refused,
         }
     }

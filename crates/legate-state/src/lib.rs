@@ -1,6 +1,6 @@
-//! Legate's shared state: the replay cache, rate limits ([`RateLimiter`], in memory
-//! for one node) and revocations ([`RevocationStore`], [`RevocationSet`]; see the
-//! `revocation` module); the Redis backend comes later.
+//! Legate's shared state: the replay cache, rate limits ([`RateLimiter`]) and
+//! revocations ([`RevocationStore`], [`RevocationSet`]; see [`revocation`]), in memory
+//! for one node or in Redis for a fleet ([`RedisBackend`]).
 //!
 //! What it does: records each accepted `(iss, jti)` until the token can no longer be
 //! accepted, and refuses a second use of the same pair. It bounds what it holds: at most
@@ -12,20 +12,25 @@
 //! that made it failed for a transient reason, so the client may retry with the same
 //! token.
 //!
-//! What it does not do: no clock reads (`now` is a parameter), no network yet, no
-//! eviction of a live entry (a full cache refuses; the caller answers "try again later").
-//! The backend is an enum, not a trait object, so the Redis backend of the scale-out work
-//! slots in as a second variant without changing callers; the methods are already
-//! `async` for that reason.
+//! What it does not do: no clock reads (`now` is a parameter), no eviction of a live
+//! entry (a full cache refuses; the caller answers "try again later"). The backend is an
+//! enum, not a trait object: memory or Redis.
 //!
 //! Layout: this file ([`ReplayCache`], [`ReplayLimits`], [`ReplayMode`],
-//! [`ReplayVerdict`], [`StateError`]), `memory` (the in-memory replay backend: sharded
-//! maps, each with its own lock and its own expiry index, swept a little at every call),
-//! `ratelimit` (GCRA) and [`revocation`].
+//! [`ReplayVerdict`], [`StateError`]), `memory` (the in-memory backend: sharded maps,
+//! each with its own lock and its own expiry index, swept a little at every call),
+//! `ratelimit` (GCRA in memory), `redis_backend` (the shared backend: one atomic
+//! script per operation, the state epoch, the Redis GCRA) and [`revocation`].
 
 mod memory;
 mod ratelimit;
+mod redis_backend;
 pub mod revocation;
+
+pub use redis_backend::{
+    RedisBackend, RedisRateLimiter, RedisSettings, RedisStartupError, RedisStats, check_redis_url,
+    redact_url,
+};
 
 pub use memory::MemoryReplayCache;
 pub use ratelimit::{
@@ -60,6 +65,13 @@ pub enum ReplayVerdict {
     Fresh,
     /// Already used.
     Replayed,
+    /// The token could have been accepted before the shared state's epoch (the moment a
+    /// Redis began, or came back empty): it may have been used then, and that record is
+    /// lost, so it is refused. Only the Redis backend answers this.
+    BeforeEpoch {
+        /// The epoch (unix seconds).
+        epoch: i64,
+    },
 }
 
 /// The bounds of a replay cache, in live (unexpired) entries.
@@ -99,6 +111,13 @@ pub enum StateError {
         /// The length of the refused `jti`, in bytes.
         len: usize,
     },
+    /// The shared backend did not answer (unreachable, timed out, out of memory, or
+    /// found evicting by the last health check).
+    #[error("shared state unavailable: {reason}")]
+    Unavailable {
+        /// Why; never a token or a key.
+        reason: String,
+    },
 }
 
 /// The replay cache, shared by all requests of a process (or, with Redis, of a fleet).
@@ -109,14 +128,35 @@ pub struct ReplayCache {
 
 #[derive(Debug)]
 enum Backend {
-    Memory(MemoryReplayCache),
+    Memory(Box<MemoryReplayCache>),
+    Redis {
+        redis: std::sync::Arc<RedisBackend>,
+        limits: ReplayLimits,
+    },
 }
 
 impl ReplayCache {
     /// An in-memory cache bounded by `limits`.
     pub fn memory(limits: ReplayLimits) -> Self {
         Self {
-            backend: Backend::Memory(MemoryReplayCache::new(limits)),
+            backend: Backend::Memory(Box::new(MemoryReplayCache::new(limits))),
+        }
+    }
+
+    /// A cache in Redis, shared by every replica on it. `limits.per_trust_capacity`
+    /// bounds each trust's live records; the total is bounded by Redis's `maxmemory`
+    /// (with `noeviction`, a full Redis refuses writes, and the check fails closed).
+    pub fn redis(redis: std::sync::Arc<RedisBackend>, limits: ReplayLimits) -> Self {
+        Self {
+            backend: Backend::Redis { redis, limits },
+        }
+    }
+
+    /// The Redis backend, when the cache is shared.
+    pub fn redis_backend(&self) -> Option<&std::sync::Arc<RedisBackend>> {
+        match &self.backend {
+            Backend::Memory(_) => None,
+            Backend::Redis { redis, .. } => Some(redis),
         }
     }
 
@@ -133,6 +173,11 @@ impl ReplayCache {
     /// token that verification has already refused) records nothing and answers
     /// [`ReplayVerdict::Fresh`] unless a live entry exists.
     ///
+    /// `earliest_use` is the first moment the token could have been accepted (its `iat`
+    /// or `nbf` minus the leeway; without either, `exp` minus the trust's maximum
+    /// lifetime). The shared backend refuses ([`ReplayVerdict::BeforeEpoch`]) a token
+    /// whose `earliest_use` precedes its state epoch: its record may have been lost.
+    ///
     /// # Errors
     ///
     /// [`StateError::JtiTooLong`] for a `jti` over [`MAX_JTI_BYTES`];
@@ -145,10 +190,26 @@ impl ReplayCache {
         issuer: &str,
         jti: &str,
         retain_until: i64,
+        earliest_use: i64,
         now: i64,
     ) -> Result<ReplayVerdict, StateError> {
         match &self.backend {
             Backend::Memory(m) => m.check_and_record(trust, issuer, jti, retain_until, now),
+            Backend::Redis { redis, limits } => {
+                redis
+                    .check_and_record(
+                        redis_backend::ReplayRecord {
+                            trust,
+                            issuer,
+                            jti,
+                            retain_until,
+                            earliest_use,
+                            now,
+                        },
+                        limits.per_trust_capacity,
+                    )
+                    .await
+            }
         }
     }
 
@@ -174,6 +235,7 @@ impl ReplayCache {
                 m.release(trust, issuer, jti);
                 Ok(())
             }
+            Backend::Redis { redis, .. } => redis.release(trust, issuer, jti).await,
         }
     }
 
@@ -181,9 +243,11 @@ impl ReplayCache {
     /// retain-until time until the cache sweeps it (a few calls later, or at once when
     /// the cache is at a limit), so this is at least the live count, and more after many
     /// entries expire together.
+    /// The Redis backend counts nothing locally: 0 (Redis's `DBSIZE` tells).
     pub fn len(&self) -> usize {
         match &self.backend {
             Backend::Memory(m) => m.len(),
+            Backend::Redis { .. } => 0,
         }
     }
 

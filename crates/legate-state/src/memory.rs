@@ -477,7 +477,7 @@ mod tests {
         retain_until: i64,
         now: i64,
     ) -> Result<ReplayVerdict, StateError> {
-        block(c.check_and_record("t", "i", jti, retain_until, now))
+        block(c.check_and_record("t", "i", jti, retain_until, 0, now))
     }
 
     #[test]
@@ -490,8 +490,8 @@ mod tests {
     #[test]
     fn same_jti_from_another_issuer_is_not_a_replay() {
         let c = cache(10, 10);
-        assert_eq!(block(c.check_and_record("t", "a", "j", 200, 100)), FRESH);
-        assert_eq!(block(c.check_and_record("t", "b", "j", 200, 100)), FRESH);
+        assert_eq!(block(c.check_and_record("t", "a", "j", 200, 0, 100)), FRESH);
+        assert_eq!(block(c.check_and_record("t", "b", "j", 200, 0, 100)), FRESH);
     }
 
     /// Attack: one issuer's token presented through a second trust configured for the
@@ -499,9 +499,12 @@ mod tests {
     #[test]
     fn the_same_token_through_another_trust_of_its_issuer_is_a_replay() {
         let c = cache(10, 10);
-        assert_eq!(block(c.check_and_record("t1", "i", "j", 200, 100)), FRESH);
         assert_eq!(
-            block(c.check_and_record("t2", "i", "j", 200, 100)),
+            block(c.check_and_record("t1", "i", "j", 200, 0, 100)),
+            FRESH
+        );
+        assert_eq!(
+            block(c.check_and_record("t2", "i", "j", 200, 0, 100)),
             REPLAYED
         );
     }
@@ -511,8 +514,14 @@ mod tests {
     #[test]
     fn pairs_with_the_same_concatenation_do_not_collide() {
         let c = cache(10, 10);
-        assert_eq!(block(c.check_and_record("t", "a", "bc", 200, 100)), FRESH);
-        assert_eq!(block(c.check_and_record("t", "ab", "c", 200, 100)), FRESH);
+        assert_eq!(
+            block(c.check_and_record("t", "a", "bc", 200, 0, 100)),
+            FRESH
+        );
+        assert_eq!(
+            block(c.check_and_record("t", "ab", "c", 200, 0, 100)),
+            FRESH
+        );
     }
 
     #[test]
@@ -605,12 +614,12 @@ mod tests {
         let c = cache(10, 4);
         for k in 0..4 {
             assert_eq!(
-                block(c.check_and_record("noisy", "a", &k.to_string(), 500, 100)),
+                block(c.check_and_record("noisy", "a", &k.to_string(), 500, 0, 100)),
                 FRESH
             );
         }
         assert_eq!(
-            block(c.check_and_record("noisy", "a", "more", 500, 100)),
+            block(c.check_and_record("noisy", "a", "more", 500, 0, 100)),
             Err(StateError::TrustFull {
                 trust: "noisy".into(),
                 capacity: 4
@@ -618,24 +627,24 @@ mod tests {
         );
         for k in 0..4 {
             assert_eq!(
-                block(c.check_and_record("quiet", "b", &k.to_string(), 500, 100)),
+                block(c.check_and_record("quiet", "b", &k.to_string(), 500, 0, 100)),
                 FRESH
             );
         }
         // The total bound still holds over the shares.
         for k in 0..2 {
             assert_eq!(
-                block(c.check_and_record("third", "c", &k.to_string(), 500, 100)),
+                block(c.check_and_record("third", "c", &k.to_string(), 500, 0, 100)),
                 FRESH
             );
         }
         assert_eq!(
-            block(c.check_and_record("third", "c", "x", 500, 100)),
+            block(c.check_and_record("third", "c", "x", 500, 0, 100)),
             Err(StateError::Full { capacity: 10 })
         );
         // The noisy trust's share frees when its entries expire.
         assert_eq!(
-            block(c.check_and_record("noisy", "a", "more", 900, 500)),
+            block(c.check_and_record("noisy", "a", "more", 900, 0, 500)),
             FRESH
         );
     }
@@ -829,7 +838,7 @@ mod tests {
                         let retain_until = now + ttl;
                         let got = block(c.check_and_record(
                             &format!("t{trust}"), &format!("i{iss}"), &format!("j{jti}"),
-                            retain_until, now,
+                            retain_until, 0, now,
                         ));
                         let live = |m: &HashMap<(u8, u8), (i64, u8)>, t: Option<u8>| {
                             m.values().filter(|(u, tr)| *u > now && t.is_none_or(|t| t == *tr)).count()

@@ -44,12 +44,12 @@ pub struct Rate {
 
 impl Rate {
     /// The emission interval, in microseconds (at least 1).
-    fn interval_us(self) -> i64 {
+    pub(crate) fn interval_us(self) -> i64 {
         (i64::from(self.per_secs) * 1_000_000 / i64::from(self.rate.max(1))).max(1)
     }
 
     /// How far ahead of `now` the TAT may be for a request to pass, in microseconds.
-    fn tolerance_us(self) -> i64 {
+    pub(crate) fn tolerance_us(self) -> i64 {
         self.interval_us()
             .saturating_mul(i64::from(self.burst.max(1).saturating_sub(1)))
     }

@@ -107,7 +107,10 @@ async fn serve(args: Args, dev: bool) -> anyhow::Result<ExitCode> {
     }
     let mut opts = BuildOptions::new(Arc::new(SystemClock));
     opts.dev_demo = dev;
-    let state = AppState::build(&cfg, opts).map_err(|e| anyhow::anyhow!("{e}"))?;
+    let state = AppState::connect(&cfg, opts)
+        .await
+        .map_err(|e| anyhow::anyhow!("{e}"))?;
+    let _state_tasks = state.spawn_state_tasks();
     let warm = state.clone();
     tokio::spawn(async move { warm.warm().await });
     tracing::info!(listen = %local, operator_listen = %operator_local, issuer = %state.public_url(), policies = state.policy_count(), "legate is serving");
