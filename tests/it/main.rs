@@ -8,6 +8,8 @@
 //! - the test modules, one per concern: [`actor`], [`admin`], [`attacks`], [`broker`], [`client`],
 //!   [`clouds`],
 //!   [`exchange`], [`fakes`], [`fleet`] (replicas on a real Redis, [`redis_server`]), [`grants`], [`hygiene`], [`limits`], [`mock_provider`],
+//!   [`exchange`], [`fakes`], [`grants`], [`hygiene`], [`inventory`], [`limits`],
+//!   [`mock_provider`],
 //!   [`keys`], [`metrics`], [`operator`], [`proxy`], [`ratelimit`], [`reload`], [`replay`],
 //!   [`revocation`], [`robustness`], [`routing`], [`terraform`],
 //!   [`wire`].
@@ -28,6 +30,7 @@ mod fakes;
 mod fleet;
 mod grants;
 mod hygiene;
+mod inventory;
 mod keys;
 mod limits;
 mod metrics;

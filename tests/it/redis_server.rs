@@ -2,6 +2,12 @@
 //! started on a free loopback port with no persistence, stopped and restarted empty by
 //! the tests, optionally with TLS from the test PKI.
 
+#![allow(
+    clippy::expect_used,
+    clippy::panic,
+    reason = "test harness code: failing loudly is the point"
+)]
+
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;

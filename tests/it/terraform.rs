@@ -637,8 +637,8 @@ fn rsa_private_key_pem() -> String {
 /// a temporary folder holding the same files (the schema as the deployment's
 /// `legate-schema` ConfigMap has it, from `policies/`) and freshly generated keys.
 ///
-/// The `[state]` table (Redis) is replaced by the in-memory default until this version
-/// of the loader knows the Redis backend's keys; the hardening test checks the table.
+/// Its `[state]` table (Redis over TLS, the password and CA from the `legate-redis`
+/// Secret) loads too; only the connection itself is left to the fleet tests.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kubernetes_configmap_is_a_configuration_legate_starts_with() {
     let maps: Value = serde_json::from_str(&run_ok(
@@ -669,17 +669,27 @@ async fn kubernetes_configmap_is_a_configuration_legate_starts_with() {
     std::fs::write(keys.join("signing-rsa.pem"), rsa_private_key_pem()).unwrap();
 
     let original = maps["legate-config"]["legate.toml"].as_str().unwrap();
-    let state = original.find("\n[state]").expect("a [state] table");
-    let state_end = original[state + 1..]
-        .find("\n[")
-        .map_or(original.len(), |i| state + 1 + i);
-    let toml = format!("{}{}", &original[..state], &original[state_end..])
+    // The Redis Secret's files (`legate-redis`: password, ca.pem).
+    let redis = dir.path().join("redis");
+    std::fs::create_dir(&redis).unwrap();
+    std::fs::write(redis.join("password"), "not-a-real-password\n").unwrap();
+    std::fs::write(redis.join("ca.pem"), ec.serialize_pem()).unwrap();
+    let toml = original
         .replace("/etc/legate/policies", policies.to_str().unwrap())
-        .replace("/etc/legate/keys", keys.to_str().unwrap());
+        .replace("/etc/legate/keys", keys.to_str().unwrap())
+        .replace("/etc/legate/redis", redis.to_str().unwrap());
     let config = legate_server::config::load_str(&toml, "legate.toml", dir.path())
         .unwrap_or_else(|e| panic!("the ConfigMap's legate.toml does not load: {e}\n{toml}"));
     let targets: Vec<_> = config.targets.iter().map(|t| t.name.as_str()).collect();
     assert_eq!(targets, ["aws-deploy", "gcp-deploy", "azure-deploy"]);
+    let legate_server::config::StateBackendConfig::Redis(redis) = &config.state.backend else {
+        panic!("the deployment's state backend is Redis: {toml}");
+    };
+    assert!(redis.url.starts_with("rediss://"), "TLS to Redis");
+    assert_eq!(redis.password.as_deref(), Some("not-a-real-password"));
+    // Everything but the Redis connection (the fleet tests start real Redis servers).
+    let mut config = config;
+    config.state.backend = legate_server::config::StateBackendConfig::Memory;
     let clock = std::sync::Arc::new(legate_server::clock::ManualClock::new(0));
     legate_server::AppState::build(&config, legate_server::BuildOptions::new(clock))
         .unwrap_or_else(|e| panic!("Legate does not start from the ConfigMap: {e}\n{toml}"));

@@ -6,6 +6,10 @@
 //!   not (or no longer) in it;
 //! - `POST /admin/explain`: the explanation ([`PolicyEngine::explain`]) of a supplied
 //!   claims set for a target, the JSON document of `legate policy eval --json`;
+//! - `GET /admin/inventory`: the credential ledger's inventory (issuers, subjects,
+//!   targets, refresh paths; [`legate_state::Inventory`]) and `GET /admin/ledger` its
+//!   entries, both filtered by [`ledger_query`] and authorised as `inventory`;
+//! - `GET /admin/status`: what `/status` answers, for admins (`status`);
 //! - `POST /admin/revocations`, `GET /admin/revocations`: revoke an identity, list the
 //!   revocations ([`crate::revocation`]).
 //!
@@ -16,7 +20,8 @@
 //! issuer, verified by the trust store exactly as a subject token is (same keys, rules and
 //! replay protection), except that its `aud` must be `[admin] audience` and nothing else.
 //! Cedar then decides `action == Legate::Action::"admin"` on
-//! `Legate::AdminEndpoint::"decisions"`, `"explain"`, `"revocations"` or `"introspect"`
+//! `Legate::AdminEndpoint::"<name>"` (`decisions`, `explain`, `inventory`, `status`,
+//! `revocations`; `introspect` for `POST /introspect`)
 //! ([`PolicyEngine::authorize_admin`]). Legate holds no admin secret.
 //!
 //! SECURITY: token confusion between the two audiences is stopped three times: `config
@@ -39,7 +44,9 @@ use legate_core::UnverifiedJwt;
 use legate_core::jws::MAX_TOKEN_BYTES;
 use legate_core::text::{escape_untrusted, escape_untrusted_within};
 use legate_policy::{AdminEndpoint, AdminRequest, Explanation, PolicyEngine, PolicyRequest};
-use legate_state::{MAX_JTI_BYTES, ReplayMode, ReplayVerdict};
+use legate_state::{
+    CredentialKind, LedgerError, LedgerFilter, MAX_JTI_BYTES, ReplayMode, ReplayVerdict,
+};
 use legate_sts::Target;
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
@@ -317,6 +324,181 @@ pub fn routes() -> axum::Router<AppState> {
             "/admin/revocations",
             get(crate::revocation::list).post(crate::revocation::create),
         )
+        .route("/admin/inventory", get(inventory))
+        .route("/admin/ledger", get(ledger_entries))
+        .route("/admin/status", get(admin_status))
+}
+
+/// The default number of rows per list of `/admin/inventory`.
+pub const DEFAULT_INVENTORY_LIMIT: usize = 1_000;
+/// The default number of entries of `/admin/ledger`.
+pub const DEFAULT_LEDGER_LIMIT: usize = 100;
+
+/// Reads the query of `/admin/inventory` and `/admin/ledger`: `trust`, `subject`,
+/// `target`, `kind` (`jwt`, `aws`, `gcp`, `azure`), `since` (unix seconds or RFC 3339)
+/// and `limit` (1 to [`legate_state::ledger::MAX_QUERY_LIMIT`]), each at most once;
+/// anything else is refused. The error is client-safe text.
+pub fn ledger_query(
+    query: Option<&str>,
+    default_limit: usize,
+) -> Result<(LedgerFilter, usize), String> {
+    use legate_state::ledger::MAX_QUERY_LIMIT;
+    let mut filter = LedgerFilter::default();
+    let mut limit = None;
+    let mut seen = std::collections::BTreeSet::new();
+    for (key, value) in form_urlencoded::parse(query.unwrap_or_default().as_bytes()) {
+        if !seen.insert(key.clone()) {
+            return Err(format!("`{}` is given twice", escape_untrusted(&key)));
+        }
+        let value = value.into_owned();
+        match key.as_ref() {
+            "trust" => filter.trust = Some(value),
+            "subject" => filter.subject = Some(value),
+            "target" => filter.target = Some(value),
+            "kind" => {
+                filter.kind = Some(CredentialKind::parse(&value).ok_or_else(|| {
+                    format!(
+                        "`kind` must be jwt, aws, gcp or azure, not `{}`",
+                        escape_untrusted(&value)
+                    )
+                })?);
+            }
+            "since" => {
+                filter.since = Some(match value.parse::<i64>() {
+                    Ok(secs) => secs,
+                    Err(_) => parse_time(&value).map_err(|e| format!("`since`: {e}"))?,
+                });
+            }
+            "limit" => {
+                limit = Some(
+                    value
+                        .parse::<usize>()
+                        .ok()
+                        .filter(|n| (1..=MAX_QUERY_LIMIT).contains(n))
+                        .ok_or_else(|| {
+                            format!("`limit` must be a number from 1 to {MAX_QUERY_LIMIT}")
+                        })?,
+                );
+            }
+            other => {
+                return Err(format!(
+                    "unknown parameter `{}`: use trust, subject, target, kind, since or limit",
+                    escape_untrusted(other)
+                ));
+            }
+        }
+    }
+    Ok((filter, limit.unwrap_or(default_limit)))
+}
+
+/// `GET /admin/inventory`: every issuer, subject, target and refresh path of the
+/// credentials issued within the ledger's retention ([`legate_state::Inventory`]).
+async fn inventory(State(state): State<AppState>, request: Request) -> Response {
+    let (parts, _) = request.into_parts();
+    let (_, mut audit) = match authenticate(&state, &parts, AdminEndpoint::Inventory).await {
+        Ok(ok) => ok,
+        Err(response) => return response,
+    };
+    let (filter, limit) = match ledger_query(parts.uri.query(), DEFAULT_INVENTORY_LIMIT) {
+        Ok(q) => q,
+        Err(description) => return bad_request(&state, audit, description),
+    };
+    let now = state.inner.clock.now();
+    let answer = state
+        .inner
+        .ledger
+        .ledger()
+        .inventory(&filter, limit, now)
+        .await;
+    match answer {
+        Ok(inventory) => {
+            audit.detail = Some(format!(
+                "inventory: {} issuers, {} subjects, {} targets, {} paths",
+                inventory.issuers.len(),
+                inventory.subjects.len(),
+                inventory.targets.len(),
+                inventory.paths.len()
+            ));
+            let id = audit.request_id.clone();
+            record(&state, audit);
+            let mut body = serde_json::to_value(inventory).unwrap_or_default();
+            if let Some(map) = body.as_object_mut() {
+                map.insert("generated_at".to_owned(), now.into());
+            }
+            json(StatusCode::OK, body, &id)
+        }
+        Err(e) => unavailable(&state, audit, &e),
+    }
+}
+
+/// `GET /admin/ledger`: the ledger's entries, newest first (authorised as
+/// `inventory`: the same data, one credential at a time).
+async fn ledger_entries(State(state): State<AppState>, request: Request) -> Response {
+    let (parts, _) = request.into_parts();
+    let (_, mut audit) = match authenticate(&state, &parts, AdminEndpoint::Inventory).await {
+        Ok(ok) => ok,
+        Err(response) => return response,
+    };
+    let (filter, limit) = match ledger_query(parts.uri.query(), DEFAULT_LEDGER_LIMIT) {
+        Ok(q) => q,
+        Err(description) => return bad_request(&state, audit, description),
+    };
+    let now = state.inner.clock.now();
+    match state
+        .inner
+        .ledger
+        .ledger()
+        .entries(&filter, limit, now)
+        .await
+    {
+        Ok(entries) => {
+            audit.detail = Some(format!("ledger: {} entries", entries.len()));
+            let id = audit.request_id.clone();
+            record(&state, audit);
+            json(
+                StatusCode::OK,
+                serde_json::json!({ "entries": entries, "generated_at": now }),
+                &id,
+            )
+        }
+        Err(e) => unavailable(&state, audit, &e),
+    }
+}
+
+/// `GET /admin/status`: what the operator listener's `/status` answers.
+async fn admin_status(State(state): State<AppState>, request: Request) -> Response {
+    let (parts, _) = request.into_parts();
+    let (_, mut audit) = match authenticate(&state, &parts, AdminEndpoint::Status).await {
+        Ok(ok) => ok,
+        Err(response) => return response,
+    };
+    let body = crate::status_document(&state).await;
+    audit.detail = Some("status".to_owned());
+    let id = audit.request_id.clone();
+    record(&state, audit);
+    json(StatusCode::OK, body, &id)
+}
+
+fn bad_request(state: &AppState, mut audit: AuditEvent, description: String) -> Response {
+    audit.detail = Some(description.clone());
+    let id = audit.request_id.clone();
+    record(state, audit);
+    json(
+        StatusCode::BAD_REQUEST,
+        serde_json::json!({ "error": "invalid_request", "error_description": description }),
+        &id,
+    )
+}
+
+fn unavailable(state: &AppState, mut audit: AuditEvent, e: &LedgerError) -> Response {
+    audit.detail = Some(e.to_string());
+    let id = audit.request_id.clone();
+    record(state, audit);
+    json(
+        StatusCode::SERVICE_UNAVAILABLE,
+        serde_json::json!({ "error": "temporarily_unavailable", "error_description": "the ledger is unavailable; retry later" }),
+        &id,
+    )
 }
 
 async fn decisions(
@@ -621,6 +803,40 @@ mod tests {
         one.record(&event("b"));
         assert_eq!(one.len(), 1);
         assert!(one.get("b").is_some());
+    }
+
+    /// Stops a malformed or oversized admin query from reaching the ledger: unknown or
+    /// repeated parameters, a bad kind, time or limit are refused with client-safe text.
+    #[test]
+    fn ledger_queries_are_parsed_strictly() {
+        let (f, limit) = ledger_query(None, 7).unwrap();
+        assert_eq!((f, limit), (LedgerFilter::default(), 7));
+        let (f, limit) = ledger_query(
+            Some("trust=ci&subject=repo%3Aa%2Fb&target=api&kind=aws&since=2026-01-01T00:00:00Z&limit=5"),
+            7,
+        )
+        .unwrap();
+        assert_eq!(limit, 5);
+        assert_eq!(f.trust.as_deref(), Some("ci"));
+        assert_eq!(f.subject.as_deref(), Some("repo:a/b"));
+        assert_eq!(f.target.as_deref(), Some("api"));
+        assert_eq!(f.kind, Some(CredentialKind::Aws));
+        assert_eq!(f.since, Some(1_767_225_600));
+        assert_eq!(ledger_query(Some("since=12"), 1).unwrap().0.since, Some(12));
+        for bad in [
+            "limit=0",
+            "limit=10001",
+            "limit=x",
+            "kind=k8s",
+            "since=yesterday",
+            "trust=a&trust=b",
+            "token=x",
+        ] {
+            let e = ledger_query(Some(bad), 1).unwrap_err();
+            assert!(!e.is_empty(), "{bad}");
+        }
+        let e = ledger_query(Some("%1b%5B2J=1"), 1).unwrap_err();
+        assert!(!e.contains('\u{1b}'), "{e:?}");
     }
 
     #[test]

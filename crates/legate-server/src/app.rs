@@ -72,6 +72,9 @@ pub enum StartupError {
     /// (use [`AppState::connect`]).
     #[error("state: `backend = \"redis\"` needs a connection: build with `AppState::connect`")]
     StateNotConnected,
+    /// The credential ledger's writer thread could not be started.
+    #[error("ledger writer: {0}")]
+    Ledger(std::io::Error),
     /// The audit log could not be opened.
     #[error("audit log `{path}`: {source}")]
     Audit {
@@ -190,6 +193,8 @@ pub(crate) struct Inner {
     pub(crate) introspection: Option<crate::introspect::Introspection>,
     /// `[state] sync_interval_secs`: the shared backend's health-check period.
     pub(crate) sync_interval_secs: u64,
+    /// The credential ledger and the queue in front of it (`[ledger]`).
+    pub(crate) ledger: crate::ledger::LedgerLog,
 }
 
 /// Exchanges refused by rate limits since start, for `/status`.
@@ -404,6 +409,18 @@ impl AppState {
             targets.iter().map(|t| t.name.clone()),
         )?;
 
+        let ledger = crate::ledger::LedgerLog::start(
+            Arc::new(legate_state::MemoryLedger::new(
+                legate_state::LedgerLimits {
+                    retention_secs: config.ledger.retention_secs,
+                    max_entries: config.ledger.max_entries,
+                    max_inventory_keys: config.ledger.max_inventory_keys,
+                },
+            )),
+            config.ledger.queue_capacity,
+        )
+        .map_err(StartupError::Ledger)?;
+
         Ok(Self {
             inner: Arc::new(Inner {
                 clock: opts.clock,
@@ -431,6 +448,7 @@ impl AppState {
                 rate_limit_stats: RateLimitStats::default(),
                 revocations,
                 introspection,
+                ledger,
             }),
         })
     }
@@ -501,6 +519,12 @@ impl AppState {
     /// The revocations this replica enforces (the sync task, `/status`, tests).
     pub fn revocations(&self) -> &Arc<crate::revocation::Revocations> {
         &self.inner.revocations
+    }
+
+    /// The credential ledger (its writer's counters; queries through
+    /// [`LedgerLog::ledger`](crate::ledger::LedgerLog::ledger)).
+    pub fn ledger(&self) -> &crate::ledger::LedgerLog {
+        &self.inner.ledger
     }
 
     /// The credential cache's counters (hits, misses, refreshes, evictions).

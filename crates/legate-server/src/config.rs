@@ -91,6 +91,8 @@ pub struct Config {
     pub limits: LimitsConfig,
     /// `[revocation]`.
     pub revocation: RevocationConfig,
+    /// `[ledger]`.
+    pub ledger: LedgerConfig,
 }
 
 impl Config {
@@ -331,6 +333,38 @@ impl LimitsConfig {
     }
 }
 
+/// `[ledger]`: the credential ledger and inventory (`GET /admin/inventory`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LedgerConfig {
+    /// Seconds an entry, and an inventory row not seen since, is kept.
+    pub retention_secs: u64,
+    /// The most entries held; the oldest leave first.
+    pub max_entries: usize,
+    /// The most keys per inventory map; the least recently seen leave first.
+    pub max_inventory_keys: usize,
+    /// Entries waiting for the ledger writer; a full queue drops (and counts) entries,
+    /// never an exchange.
+    pub queue_capacity: usize,
+}
+
+impl Default for LedgerConfig {
+    fn default() -> Self {
+        Self {
+            retention_secs: legate_state::ledger::DEFAULT_RETENTION_SECS,
+            max_entries: legate_state::ledger::DEFAULT_MAX_ENTRIES,
+            max_inventory_keys: legate_state::ledger::DEFAULT_MAX_INVENTORY_KEYS,
+            queue_capacity: DEFAULT_LEDGER_QUEUE_CAPACITY,
+        }
+    }
+}
+
+/// The default `[ledger] queue_capacity`.
+pub const DEFAULT_LEDGER_QUEUE_CAPACITY: usize = 10_000;
+/// The accepted `[ledger] retention_secs`: one minute to one year.
+pub const LEDGER_RETENTION_RANGE: std::ops::RangeInclusive<u64> = 60..=31_536_000;
+/// The largest `[ledger] max_entries`, `max_inventory_keys` and `queue_capacity`.
+pub const MAX_LEDGER_SIZE: usize = 10_000_000;
+
 /// The largest `rate` and `burst` accepted in a limit.
 pub const MAX_RATE: u64 = 1_000_000;
 /// The longest `per_secs` accepted in a limit (one day).
@@ -369,12 +403,23 @@ struct RawConfig {
     limits: RawLimits,
     #[serde(default)]
     revocation: RawRevocation,
+    #[serde(default)]
+    ledger: RawLedger,
 }
 
 #[derive(Debug, Deserialize, Default)]
 #[serde(deny_unknown_fields)]
 struct RawRevocation {
     max_entries: Option<Spanned<usize>>,
+}
+
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawLedger {
+    retention_secs: Option<Spanned<u64>>,
+    max_entries: Option<Spanned<usize>>,
+    max_inventory_keys: Option<Spanned<usize>>,
+    queue_capacity: Option<Spanned<usize>>,
 }
 
 #[derive(Debug, Deserialize, Default)]
@@ -1086,6 +1131,7 @@ impl Checker<'_> {
             queue_capacity,
         };
         let admin = self.admin(raw.admin, &trusts, &targets)?;
+        let ledger = self.ledger(raw.ledger)?;
         let replay_capacity = *raw.state.replay_capacity.get_ref();
         if replay_capacity == 0 {
             // A zero-capacity cache would refuse every single-use exchange.
@@ -1139,6 +1185,50 @@ impl Checker<'_> {
             admin,
             limits,
             revocation,
+            ledger,
+        })
+    }
+
+    /// `[ledger]`: every key optional, each within its range.
+    fn ledger(&self, raw: RawLedger) -> Result<LedgerConfig, ConfigError> {
+        let defaults = LedgerConfig::default();
+        let size = |value: Option<Spanned<usize>>, key: &str, default: usize| match value {
+            None => Ok(default),
+            Some(n) if (1..=MAX_LEDGER_SIZE).contains(n.get_ref()) => Ok(*n.get_ref()),
+            Some(n) => Err(self.err(
+                n.span(),
+                format!("ledger.{key}"),
+                format!("must be between 1 and {MAX_LEDGER_SIZE}"),
+            )),
+        };
+        let retention_secs = match raw.retention_secs {
+            None => defaults.retention_secs,
+            Some(n) if LEDGER_RETENTION_RANGE.contains(n.get_ref()) => *n.get_ref(),
+            Some(n) => {
+                return Err(self.err(
+                    n.span(),
+                    "ledger.retention_secs",
+                    format!(
+                        "must be between {} and {} (one minute to one year)",
+                        LEDGER_RETENTION_RANGE.start(),
+                        LEDGER_RETENTION_RANGE.end()
+                    ),
+                ));
+            }
+        };
+        Ok(LedgerConfig {
+            retention_secs,
+            max_entries: size(raw.max_entries, "max_entries", defaults.max_entries)?,
+            max_inventory_keys: size(
+                raw.max_inventory_keys,
+                "max_inventory_keys",
+                defaults.max_inventory_keys,
+            )?,
+            queue_capacity: size(
+                raw.queue_capacity,
+                "queue_capacity",
+                defaults.queue_capacity,
+            )?,
         })
     }
 
@@ -3019,6 +3109,39 @@ scope = "https://management.azure.com/.default"
         }
         let src = format!("{GOOD}\n[credential_cache]\nttl = 5\n");
         assert!(load(&src).unwrap_err().to_string().contains("ttl"));
+    }
+
+    #[test]
+    fn ledger_defaults_and_ranges() {
+        let c = load(GOOD).unwrap();
+        assert_eq!(c.ledger, LedgerConfig::default());
+        assert_eq!(c.ledger.retention_secs, 7 * 86_400);
+        let c = load(&format!(
+            "{GOOD}\n[ledger]\nretention_secs = 3600\nmax_entries = 10\nmax_inventory_keys = 20\nqueue_capacity = 30\n"
+        ))
+        .unwrap();
+        assert_eq!(
+            c.ledger,
+            LedgerConfig {
+                retention_secs: 3600,
+                max_entries: 10,
+                max_inventory_keys: 20,
+                queue_capacity: 30,
+            }
+        );
+        for (line, key) in [
+            ("retention_secs = 59", "ledger.retention_secs"),
+            ("retention_secs = 31536001", "ledger.retention_secs"),
+            ("max_entries = 0", "ledger.max_entries"),
+            ("max_inventory_keys = 10000001", "ledger.max_inventory_keys"),
+            ("queue_capacity = 0", "ledger.queue_capacity"),
+        ] {
+            let e = load(&format!("{GOOD}\n[ledger]\n{line}\n")).unwrap_err();
+            assert_eq!(e.key.as_deref(), Some(key), "{e}");
+            assert!(e.line.is_some(), "{e}");
+        }
+        let e = load(&format!("{GOOD}\n[ledger]\nretention = 1\n")).unwrap_err();
+        assert!(e.to_string().contains("retention"), "{e}");
     }
 
     #[test]

@@ -20,10 +20,10 @@
 //!
 //! Layout: [`config`] (file → typed config), [`app`] (state), [`token`] (the exchange
 //! handler), [`error`] (`ApiError`), [`audit`], [`net`] (client address), [`clock`],
-//! [`dev`] (demo issuer), [`metrics`] (Prometheus), [`reload`] (the active policy set and
-//! hot reload), [`revocation`] (revocations and their sync), [`introspect`] (RFC 7662),
-//! [`serve`] (the accept loop and its limits), and this file (routers,
-//! [`run`] and [`run_operator`]).
+//! [`dev`] (demo issuer), [`ledger`] (the credential ledger's writer), [`metrics`]
+//! (Prometheus), [`reload`] (the active policy set and hot reload), [`revocation`]
+//! (revocations and their sync), [`introspect`] (RFC 7662), [`serve`] (the accept loop
+//! and its limits), and this file (routers, [`run`] and [`run_operator`]).
 
 pub mod actor;
 pub mod admin;
@@ -36,6 +36,7 @@ pub mod error;
 #[doc(hidden)]
 pub mod fuzz_logic;
 pub mod introspect;
+pub mod ledger;
 pub mod metrics;
 pub mod net;
 pub mod reload;
@@ -164,10 +165,19 @@ async fn readyz(State(state): State<AppState>) -> Response {
 /// The operator's view: readiness, each issuer's key status, the policy set, the
 /// public listener's limits and counters.
 async fn status(State(state): State<AppState>) -> Response {
+    let mut response = Json(status_document(&state).await).into_response();
+    response
+        .headers_mut()
+        .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    response
+}
+
+/// The document `/status` (and `/admin/status`) answers.
+pub(crate) async fn status_document(state: &AppState) -> serde_json::Value {
     use std::sync::atomic::Ordering;
     let issuers = state.inner.trust.status().await;
     let audit = &state.inner.audit;
-    let body = serde_json::json!({
+    serde_json::json!({
         "version": env!("CARGO_PKG_VERSION"),
         "ready": state.inner.trust.all_attempted(),
         "issuers": issuers,
@@ -186,12 +196,8 @@ async fn status(State(state): State<AppState>) -> Response {
             "limited_target": state.inner.rate_limit_stats.limited_target.load(Ordering::Relaxed),
             "table_full": state.inner.rate_limit_stats.table_full.load(Ordering::Relaxed),
         },
-    });
-    let mut response = Json(body).into_response();
-    response
-        .headers_mut()
-        .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
-    response
+        "ledger": state.inner.ledger.status(),
+    })
 }
 
 /// The Prometheus scrape: the text format 0.0.4, mirrored counters read now.

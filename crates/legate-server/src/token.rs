@@ -13,7 +13,8 @@
 //! 5. reserve the request's audit slot — a full audit queue refuses here, 503;
 //! 6. record `(iss, jti)` for single-use trusts: the subject's, then the actor's;
 //! 7. issue through the target's provider;
-//! 8. write the audit event, derived once from the outcome ([`Facts::into_event`]).
+//! 8. write the audit event, derived once from the outcome ([`Facts::into_event`]), and
+//!    hand the issued credential's ledger entry (no secret) to the ledger's queue.
 //!
 //! A refusal at any step before 6 never uses up a `jti`: a token that policy denies,
 //! or that meets a full audit queue, can be presented again once the cause is fixed.
@@ -39,9 +40,13 @@ use legate_core::jws::MAX_TOKEN_BYTES;
 use legate_core::text::{escape_untrusted, escape_untrusted_within};
 use legate_issuer::MINTED_TOKEN_TYPE;
 use legate_policy::{Decision, DecisionReason, PolicyActor, PolicyRequest};
-use legate_state::{MAX_JTI_BYTES, ReplayMode, ReplayVerdict, RevocationQuery, StateError};
+use legate_state::ledger::ledger_subject;
+use legate_state::{
+    CredentialKind, LedgerEntry, MAX_JTI_BYTES, ReplayMode, ReplayVerdict, RevocationQuery,
+    StateError,
+};
 use legate_sts::{
-    Credential, ExchangeError, IssueRequest, ShapeError, Target, TargetKind, workload_claim,
+    Credential, ExchangeError, IssueRequest, Issued, ShapeError, Target, TargetKind, workload_claim,
 };
 
 use crate::actor::{self, ActorAudit};
@@ -69,6 +74,7 @@ pub async fn token(State(state): State<AppState>, request: Request) -> Response 
     let task = tokio::spawn(async move {
         let mut facts = Facts::new(task_id, peer, &task_state, request.headers());
         let result = exchange(&task_state, request, &mut facts).await;
+        let ledger_entry = facts.ledger.take();
         let latency = u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX);
         let now = task_state.inner.clock.now();
         let (slot, event) = facts.into_event(&result, now, latency);
@@ -79,6 +85,11 @@ pub async fn token(State(state): State<AppState>, request: Request) -> Response 
         match slot {
             Some(slot) => slot.record(event),
             None => task_state.inner.audit.record_refusal(event),
+        }
+        // The ledger, without waiting: a bounded hand-off that never blocks or fails the
+        // exchange (see `crate::ledger`).
+        if let (Ok(_), Some(entry)) = (&result, ledger_entry) {
+            task_state.inner.ledger.record(entry);
         }
         result
     });
@@ -412,6 +423,8 @@ struct Facts {
     issued_jti: Option<String>,
     cloud_request_id: Option<String>,
     slot: Option<AuditSlot>,
+    /// The ledger entry of the issued credential (no secret), once issued.
+    ledger: Option<LedgerEntry>,
 }
 
 impl Facts {
@@ -439,6 +452,7 @@ impl Facts {
             issued_jti: None,
             cloud_request_id: None,
             slot: None,
+            ledger: None,
         }
     }
 
@@ -759,7 +773,7 @@ async fn exchange(
         )));
     };
     let issued = provider
-        .issue(
+        .issue_traced(
             IssueRequest {
                 target,
                 subject: format!("{}:{}", trust.name(), claims.subject()),
@@ -774,7 +788,10 @@ async fn exchange(
             now,
         )
         .await;
-    let issued = match issued {
+    let Issued {
+        credential: issued,
+        from_cache,
+    } = match issued {
         Ok(issued) => issued,
         Err(e) => {
             // A transient cloud failure gives the `jti`s back (subject and actor), so
@@ -787,8 +804,23 @@ async fn exchange(
         }
     };
 
-    // 8. The answer (the audit event is written by the caller).
+    // 8. The answer (the audit event and the ledger entry are written by the caller).
     facts.cloud_request_id = issued.cloud_request_id().map(str::to_owned);
+    // SECURITY: the ledger gets the credential's non-secret id only (`credential_id`),
+    // never the token, secret key or session token.
+    facts.ledger = Some(LedgerEntry {
+        request_id: facts.request_id.clone(),
+        trust: trust.name().to_owned(),
+        issuer: claims.issuer().to_owned(),
+        subject: ledger_subject(claims.subject()),
+        target: target.name.clone(),
+        kind: credential_kind(target.kind),
+        issued_at: now,
+        expires_at: issued.expires_at(),
+        credential_id: issued.credential_id().map(str::to_owned),
+        cloud_request_id: facts.cloud_request_id.clone(),
+        served_from_cache: from_cache,
+    });
     let expires_in = u64::try_from(issued.expires_at().saturating_sub(now)).unwrap_or(0);
     Ok(match issued {
         Credential::Jwt { token, jti, .. } => {
@@ -843,6 +875,16 @@ fn before_epoch(epoch: i64) -> Rejection {
             "single-use token could have been used before the shared state began at {epoch} \
              (a new or emptied Redis); a fresh token is needed"
         ),
+    }
+}
+
+/// The ledger's name for a target kind.
+fn credential_kind(kind: TargetKind) -> CredentialKind {
+    match kind {
+        TargetKind::Jwt => CredentialKind::Jwt,
+        TargetKind::Aws => CredentialKind::Aws,
+        TargetKind::Gcp => CredentialKind::Gcp,
+        TargetKind::Azure => CredentialKind::Azure,
     }
 }
 

@@ -1,6 +1,8 @@
-//! Legate's shared state: the replay cache, rate limits ([`RateLimiter`]) and
-//! revocations ([`RevocationStore`], [`RevocationSet`]; see [`revocation`]), in memory
-//! for one node or in Redis for a fleet ([`RedisBackend`]).
+//! Legate's shared state: the replay cache, rate limits ([`RateLimiter`]), the
+//! credential ledger ([`Ledger`]: every issued credential and the inventory of issuers,
+//! subjects, targets and refresh paths) and revocations ([`RevocationStore`],
+//! [`RevocationSet`]; see [`revocation`]), in memory for one node or in Redis for a
+//! fleet ([`RedisBackend`]).
 //!
 //! What it does: records each accepted `(iss, jti)` until the token can no longer be
 //! accepted, and refuses a second use of the same pair. It bounds what it holds: at most
@@ -19,9 +21,12 @@
 //! Layout: this file ([`ReplayCache`], [`ReplayLimits`], [`ReplayMode`],
 //! [`ReplayVerdict`], [`StateError`]), `memory` (the in-memory backend: sharded maps,
 //! each with its own lock and its own expiry index, swept a little at every call),
-//! `ratelimit` (GCRA in memory), `redis_backend` (the shared backend: one atomic
-//! script per operation, the state epoch, the Redis GCRA) and [`revocation`].
+//! `ratelimit` ([`RateLimiter`], [`MemoryRateLimiter`]), `ledger` ([`Ledger`],
+//! [`MemoryLedger`], [`LedgerEntry`], [`Inventory`]), `redis_backend` (the shared
+//! backend: one atomic script per operation, the state epoch, the Redis GCRA) and
+//! [`revocation`].
 
+pub mod ledger;
 mod memory;
 mod ratelimit;
 mod redis_backend;
@@ -30,6 +35,11 @@ pub mod revocation;
 pub use redis_backend::{
     RedisBackend, RedisRateLimiter, RedisSettings, RedisStartupError, RedisStats, check_redis_url,
     redact_url,
+};
+
+pub use ledger::{
+    CredentialKind, Inventory, Ledger, LedgerEntry, LedgerError, LedgerFilter, LedgerLimits,
+    MemoryLedger,
 };
 
 pub use memory::MemoryReplayCache;

@@ -36,7 +36,9 @@ use moka::future::Cache;
 use moka::notification::RemovalCause;
 use moka::ops::compute::{CompResult, Op};
 
-use crate::{BoxFuture, Credential, CredentialProvider, ExchangeError, Grant, IssueRequest};
+use crate::{
+    BoxFuture, Credential, CredentialProvider, ExchangeError, Grant, IssueRequest, Issued,
+};
 
 /// Seconds a cloud's clock may run ahead of Legate's before a fresh credential looks
 /// longer-lived than the lifetime it was requested with.
@@ -254,7 +256,7 @@ impl CredentialCache {
         inner: &dyn CredentialProvider,
         request: IssueRequest<'_>,
         now: UnixSeconds,
-    ) -> Result<Credential, ExchangeError> {
+    ) -> Result<Issued, ExchangeError> {
         let key = CacheKey {
             target: request.target.name.clone(),
             subject: request.subject.clone(),
@@ -269,7 +271,10 @@ impl CredentialCache {
         if let Some(entry) = self.cache.get(&key).await {
             if self.serveable(&entry.credential, now, ceiling) {
                 self.counters.hits.fetch_add(1, Ordering::Relaxed);
-                return Ok(entry.credential);
+                return Ok(Issued {
+                    credential: entry.credential,
+                    from_cache: true,
+                });
             }
             // Too close to expiry, or longer-lived than this approval: drop it, unless a
             // concurrent request has already put a serveable one in its place.
@@ -306,12 +311,18 @@ impl CredentialCache {
             .or_try_insert_with(fetch)
             .await
             .map_err(|e| (*e).clone())?;
-        if entry.is_fresh() {
-            self.counters.misses.fetch_add(1, Ordering::Relaxed);
-        } else {
+        // Not fresh: another request's cloud call (or an entry put in place meanwhile)
+        // answered this one.
+        let from_cache = !entry.is_fresh();
+        if from_cache {
             self.counters.hits.fetch_add(1, Ordering::Relaxed);
+        } else {
+            self.counters.misses.fetch_add(1, Ordering::Relaxed);
         }
-        Ok(entry.into_value().credential)
+        Ok(Issued {
+            credential: entry.into_value().credential,
+            from_cache,
+        })
     }
 }
 
@@ -328,6 +339,19 @@ impl CredentialProvider for CachedProvider {
         request: IssueRequest<'a>,
         now: UnixSeconds,
     ) -> BoxFuture<'a, Result<Credential, ExchangeError>> {
+        Box::pin(async move {
+            self.cache
+                .issue(self.inner.as_ref(), request, now)
+                .await
+                .map(|issued| issued.credential)
+        })
+    }
+
+    fn issue_traced<'a>(
+        &'a self,
+        request: IssueRequest<'a>,
+        now: UnixSeconds,
+    ) -> BoxFuture<'a, Result<Issued, ExchangeError>> {
         Box::pin(self.cache.issue(self.inner.as_ref(), request, now))
     }
 }
@@ -464,6 +488,31 @@ mod tests {
             (2, 1, 1),
             "{stats:?}"
         );
+    }
+
+    /// The ledger's `served_from_cache`: a cloud call says no, a cached credential (and
+    /// one shared from a concurrent call) says yes; a provider that caches nothing says no.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn issue_traced_says_whether_the_cache_served() {
+        let (_cache, cloud, provider) = setup();
+        let target = aws();
+        let first = provider.issue_traced(request(&target, 3600), NOW);
+        let shared = provider.issue_traced(request(&target, 3600), NOW);
+        let (first, shared) = tokio::join!(first, shared);
+        let (first, shared) = (first.unwrap(), shared.unwrap());
+        assert_ne!(first.from_cache, shared.from_cache, "one call, one shared");
+        let again = provider
+            .issue_traced(request(&target, 3600), NOW + 10)
+            .await
+            .unwrap();
+        assert!(again.from_cache);
+        assert_eq!(key_id(&again.credential), key_id(&first.credential));
+        let uncached = cloud
+            .issue_traced(request(&target, 3600), NOW)
+            .await
+            .unwrap();
+        assert!(!uncached.from_cache);
+        assert_eq!(cloud.calls.load(Ordering::SeqCst), 2);
     }
 
     /// Stops one cloud outage from being served to every later request.

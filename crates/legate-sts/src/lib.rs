@@ -577,6 +577,21 @@ impl Credential {
         }
     }
 
+    /// The credential's non-secret id, where there is one: a minted JWT's `jti`; an AWS
+    /// session's assumed-role ARN (`AssumedRoleUser.Arn`). `None` for Google and Entra
+    /// access tokens, whose answers carry no id besides the token.
+    ///
+    /// SECURITY: never the token, the secret key or the session token.
+    pub fn credential_id(&self) -> Option<&str> {
+        match self {
+            Credential::Jwt { jti, .. } => Some(jti),
+            Credential::Aws {
+                assumed_role_arn, ..
+            } => assumed_role_arn.as_deref(),
+            Credential::AccessToken { .. } => None,
+        }
+    }
+
     /// The AWS `credential_process` output (version 1) for AWS credentials:
     /// `{"Version":1,"AccessKeyId","SecretAccessKey","SessionToken","Expiration"}` with
     /// `Expiration` in RFC 3339 UTC (`Z`). `None` for other credentials.
@@ -676,6 +691,15 @@ impl ExchangeError {
     }
 }
 
+/// A credential and where it came from.
+#[derive(Debug, Clone)]
+pub struct Issued {
+    /// The credential.
+    pub credential: Credential,
+    /// Whether a cache served it (no cloud call was made for this request).
+    pub from_cache: bool,
+}
+
 /// Issues credentials for one [`TargetKind`].
 ///
 /// INVARIANT: the server keeps one provider per kind and hands a provider only targets
@@ -687,6 +711,21 @@ pub trait CredentialProvider: Send + Sync + fmt::Debug {
         request: IssueRequest<'a>,
         now: UnixSeconds,
     ) -> BoxFuture<'a, Result<Credential, ExchangeError>>;
+
+    /// Issues like [`issue`](Self::issue) and says whether a cache served the
+    /// credential. By default nothing is cached; [`CachedProvider`] says when it was.
+    fn issue_traced<'a>(
+        &'a self,
+        request: IssueRequest<'a>,
+        now: UnixSeconds,
+    ) -> BoxFuture<'a, Result<Issued, ExchangeError>> {
+        Box::pin(async move {
+            self.issue(request, now).await.map(|credential| Issued {
+                credential,
+                from_cache: false,
+            })
+        })
+    }
 }
 
 /// Mints the assertion a cloud target exchanges, with the lifetime
@@ -775,6 +814,12 @@ mod tests {
             cloud_request_id: None,
         };
         assert!(token.aws_credential_process_json().is_none());
+        // The ledger's non-secret id: the assumed-role ARN, never a key or token.
+        assert_eq!(
+            cred.credential_id(),
+            Some("arn:aws:sts::123456789012:assumed-role/r/s")
+        );
+        assert_eq!(token.credential_id(), None);
     }
 
     /// Stops a credential from leaking through a stray `{:?}` in a log line.

@@ -1,7 +1,8 @@
 //! `legate`: the cross-cloud workload identity federation gateway.
 //!
 //! One binary, one file per subcommand: `serve` (run the gateway), `status` (ask a
-//! running gateway's operator listener), `config check`, `policy validate|test|eval`,
+//! running gateway's operator listener), `inventory` (its credential inventory, an admin
+//! endpoint), `config check`, `policy validate|test|eval`,
 //! `token decode`, `demo` (walk a newcomer through an exchange against a
 //! development-mode server), `revoke` (the admin API's revocations), and the workload
 //! side: `exchange`, `credential-process` and `metadata-server` (the local credential
@@ -10,6 +11,7 @@
 mod config_cmd;
 mod demo;
 mod exchange;
+mod inventory;
 mod metadata_server;
 mod policy;
 mod policy_eval;
@@ -36,6 +38,9 @@ enum Command {
     Serve(serve::Args),
     /// Show a running gateway's status (trust, policy set, limits) from its operator listener.
     Status(status::Args),
+    /// List the issuers, subjects, targets and refresh paths of issued credentials
+    /// (admin endpoint `/admin/inventory`).
+    Inventory(inventory::Args),
     /// Check configuration files.
     #[command(subcommand)]
     Config(config_cmd::Command),
@@ -66,6 +71,7 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Serve(args) => serve::run(args),
         Command::Status(args) => status::run(args),
+        Command::Inventory(args) => inventory::run(args),
         Command::Config(cmd) => config_cmd::run(cmd),
         Command::Policy(cmd) => policy::run(cmd),
         Command::Token(cmd) => token::run(cmd),
