@@ -764,6 +764,14 @@ impl Legate {
             clock.clone(),
             until_stopped(stopped.clone()),
         );
+        // A shared revocation store is not known until read: wait for the first read
+        // (a generous ceiling; a Redis that is down leaves the replica refusing).
+        for _ in 0..1_000 {
+            if state.revocations().is_loaded() {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
         let operator_task = tokio::spawn(legate_server::run_operator(
             operator_listener,
             state.clone(),

@@ -827,3 +827,102 @@ async fn introspection_accepts_only_authorised_admin_audience_tokens() {
     let reply = introspect(&plain, Some(&admin_token(&plain, RP_SUBJECT)), &minted).await;
     assert_eq!(reply.status, 404, "{}", reply.text);
 }
+
+// ------------------------------------------------------------------ a fleet on Redis
+
+/// Two replicas on one real Redis: a revocation taken by one is enforced by the other
+/// (Redis pub/sub, and the full read every `sync_interval_secs` if the message is
+/// lost); the test polls up to a generous ceiling, it does not time it. The stored
+/// revocation is listed by the other replica too.
+#[tokio::test]
+async fn a_revocation_at_one_redis_replica_is_enforced_by_the_other() {
+    use crate::redis_server::{RedisOptions, RedisServer};
+    let redis = RedisServer::start(RedisOptions::default()).await;
+    let toml = format!(
+        "{}\n[admin]\nenabled = true\naudience = \"{ADMIN_AUDIENCE}\"\n",
+        redis.state_toml()
+    );
+    let a_toml = toml.clone();
+    let f = Fixture::start_with(move |s| {
+        s.extra_toml.push_str(&a_toml);
+        s.policies
+            .push(("admin.cedar".to_owned(), ADMIN_POLICY.to_owned()));
+    })
+    .await;
+    let mut setup = Setup::new(vec![TrustSpec::with_ca(TRUST, &f.issuer.issuer, &f.pki)]);
+    setup.extra_toml.push_str(&toml);
+    setup
+        .policies
+        .push(("admin.cedar".to_owned(), ADMIN_POLICY.to_owned()));
+    let b = Legate::start(&setup).await;
+    // Past the state epoch (single-use tokens minted before it are refused).
+    f.legate.clock.advance(120);
+    b.clock.advance(120);
+    for _ in 0..3_000 {
+        if f.legate.state.revocations().is_loaded() && b.state.revocations().is_loaded() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let token_at = |legate: &Legate, extra: Value| {
+        let mut base = json!({ "repository_id": "42", "ref": "refs/heads/main" });
+        for (k, v) in extra.as_object().unwrap() {
+            base[k] = v.clone();
+        }
+        f.key
+            .token(&upstream_claims(&f.issuer.issuer, legate.now(), &base))
+    };
+    let (status, body) = b.exchange(&token_at(&b, json!({})), TARGET, None).await;
+    assert_eq!(status, 200, "{body}");
+
+    let id = created(
+        &revoke_at(
+            &f.legate,
+            &token_at(
+                &f.legate,
+                json!({ "sub": ADMIN_SUBJECT, "aud": ADMIN_AUDIENCE }),
+            ),
+            json!({ "subject": SUBJECT, "trust": TRUST, "reason": "fleet-wide" }),
+        )
+        .await,
+    );
+    let query = legate_state::RevocationQuery {
+        trust: TRUST,
+        subject: SUBJECT,
+        target: TARGET,
+        jti: None,
+    };
+    let mut enforced = false;
+    for _ in 0..3_000 {
+        if let legate_server::revocation::Verdict::Revoked(r) =
+            b.state.revocations().check(&query, b.now())
+        {
+            assert_eq!(r.id, id);
+            enforced = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert!(enforced, "the second replica learnt of the revocation");
+    let refused = token_at(&b, json!({}));
+    let (status, body) = b.exchange(&refused, TARGET, None).await;
+    assert_revoked(&b, status, &body, &id, &refused);
+
+    let list = send(
+        format!("{}/admin/revocations", b.operator.url),
+        "GET",
+        Some(&token_at(
+            &b,
+            json!({ "sub": ADMIN_SUBJECT, "aud": ADMIN_AUDIENCE }),
+        )),
+        None,
+    )
+    .await;
+    assert_eq!(list.status, 200, "{}", list.text);
+    assert_eq!(
+        list.json["revocations"][0]["id"],
+        id.as_str(),
+        "{}",
+        list.text
+    );
+}

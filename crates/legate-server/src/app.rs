@@ -377,9 +377,24 @@ impl AppState {
         let credential_cache = CredentialCache::new(config.credential_cache);
         let providers = build_providers(config, &issuer, &targets, &credential_cache)?;
         let (revocation_store, known): (Arc<dyn legate_state::RevocationStore>, bool) =
-            match opts.revocation_store {
-                Some(store) => (store, false),
-                None => (
+            match (opts.revocation_store, &opts.redis) {
+                (Some(store), _) => (store, false),
+                // A fleet: not known until read from Redis (`revocation::spawn_sync`).
+                (None, Some(redis))
+                    if matches!(
+                        config.state.backend,
+                        crate::config::StateBackendConfig::Redis(_)
+                    ) =>
+                {
+                    (
+                        Arc::new(legate_state::RedisRevocationStore::start(
+                            redis.clone(),
+                            config.revocation.max_entries,
+                        )),
+                        false,
+                    )
+                }
+                (None, _) => (
                     Arc::new(legate_state::MemoryRevocationStore::new(
                         config.revocation.max_entries,
                     )),

@@ -30,12 +30,14 @@ pub mod ledger;
 mod memory;
 mod ratelimit;
 mod redis_backend;
+mod redis_revocation;
 pub mod revocation;
 
 pub use redis_backend::{
     RedisBackend, RedisRateLimiter, RedisSettings, RedisStartupError, RedisStats, check_redis_url,
     redact_url,
 };
+pub use redis_revocation::RedisRevocationStore;
 
 pub use ledger::{
     CredentialKind, Inventory, Ledger, LedgerEntry, LedgerError, LedgerFilter, LedgerLimits,
