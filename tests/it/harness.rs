@@ -376,6 +376,9 @@ pub struct Setup {
     pub extra_toml: String,
     /// When set, the audit sink blocks while the gate is closed (a stalled disk).
     pub audit_gate: Option<Arc<AuditGate>>,
+    /// A revocation store shared with other instances (a fleet on one store); `None`:
+    /// each instance has its own, in memory.
+    pub revocation_store: Option<Arc<dyn legate_state::RevocationStore>>,
 }
 
 /// A valve in front of the in-memory audit sink: while closed, the audit writer
@@ -435,6 +438,7 @@ impl Setup {
             extra_toml: String::new(),
             audit_gate: None,
             server: Vec::new(),
+            revocation_store: None,
         }
     }
 
@@ -640,6 +644,7 @@ pub struct Legate {
     pub config_toml: String,
     task: Option<JoinHandle<std::io::Result<()>>>,
     operator_task: JoinHandle<std::io::Result<()>>,
+    revocation_task: JoinHandle<()>,
     /// The shared state's health checks (`AppState::spawn_state_tasks`).
     state_tasks: JoinHandle<()>,
     stop: tokio::sync::watch::Sender<bool>,
@@ -652,6 +657,7 @@ impl Drop for Legate {
             task.abort();
         }
         self.operator_task.abort();
+        self.revocation_task.abort();
         self.state_tasks.abort();
     }
 }
@@ -750,6 +756,7 @@ impl Legate {
         if let Some(limits) = setup.fetch_limits {
             opts.fetch_limits = limits;
         }
+        opts.revocation_store = setup.revocation_store.clone();
         let state = AppState::connect(&config, opts)
             .await
             .unwrap_or_else(|e| panic!("AppState::connect: {e}\n{toml}"));
@@ -766,6 +773,19 @@ impl Legate {
             state.clone(),
             until_stopped(stopped.clone()),
         ));
+        let revocation_task = legate_server::revocation::spawn_sync(
+            state.revocations().clone(),
+            clock.clone(),
+            until_stopped(stopped.clone()),
+        );
+        // A shared revocation store is not known until read: wait for the first read
+        // (a generous ceiling; a Redis that is down leaves the replica refusing).
+        for _ in 0..1_000 {
+            if state.revocations().is_loaded() {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
         let operator_task = tokio::spawn(legate_server::run_operator(
             operator_listener,
             state.clone(),
@@ -782,6 +802,7 @@ impl Legate {
             config_toml: toml,
             task: Some(task),
             operator_task,
+            revocation_task,
             state_tasks,
             stop,
             dir,

@@ -11,7 +11,7 @@
 //!   [`exchange`], [`fakes`], [`grants`], [`hygiene`], [`inventory`], [`limits`],
 //!   [`mock_provider`],
 //!   [`keys`], [`metrics`], [`operator`], [`proxy`], [`ratelimit`], [`reload`], [`replay`],
-//!   [`robustness`], [`routing`], [`terraform`],
+//!   [`revocation`], [`robustness`], [`routing`], [`terraform`],
 //!   [`wire`].
 
 mod harness;
@@ -40,6 +40,7 @@ mod proxy;
 mod ratelimit;
 mod reload;
 mod replay;
+mod revocation;
 mod robustness;
 mod routing;
 mod terraform;

@@ -9,13 +9,19 @@
 //! - `GET /admin/inventory`: the credential ledger's inventory (issuers, subjects,
 //!   targets, refresh paths; [`legate_state::Inventory`]) and `GET /admin/ledger` its
 //!   entries, both filtered by [`ledger_query`] and authorised as `inventory`;
-//! - `GET /admin/status`: what `/status` answers, for admins (`status`).
+//! - `GET /admin/status`: what `/status` answers, for admins (`status`);
+//! - `POST /admin/revocations`, `GET /admin/revocations`: revoke an identity, list the
+//!   revocations ([`crate::revocation`]).
+//!
+//! With `[admin] introspection = true`, `POST /introspect` ([`crate::introspect`], on
+//! the public listener) authenticates its callers the same way.
 //!
 //! Admins authenticate like workloads: `Authorization: Bearer <JWT>` from a trusted
 //! issuer, verified by the trust store exactly as a subject token is (same keys, rules and
 //! replay protection), except that its `aud` must be `[admin] audience` and nothing else.
 //! Cedar then decides `action == Legate::Action::"admin"` on
-//! `Legate::AdminEndpoint::"<name>"` (`decisions`, `explain`, `inventory`, `status`)
+//! `Legate::AdminEndpoint::"<name>"` (`decisions`, `explain`, `inventory`, `status`,
+//! `revocations`; `introspect` for `POST /introspect`)
 //! ([`PolicyEngine::authorize_admin`]). Legate holds no admin secret.
 //!
 //! SECURITY: token confusion between the two audiences is stopped three times: `config
@@ -59,6 +65,7 @@ pub const MAX_BODY_BYTES: usize = 64 * 1024;
 pub struct Admin {
     audience: String,
     decisions: DecisionRing,
+    introspection: bool,
 }
 
 impl Admin {
@@ -68,6 +75,7 @@ impl Admin {
             (true, Some(audience)) => Some(Self {
                 audience: audience.clone(),
                 decisions: DecisionRing::new(config.recent_decisions),
+                introspection: config.introspection,
             }),
             _ => None,
         }
@@ -81,6 +89,11 @@ impl Admin {
     /// The ring of recent decisions.
     pub fn decisions(&self) -> &DecisionRing {
         &self.decisions
+    }
+
+    /// Whether `POST /introspect` is served (`[admin] introspection`).
+    pub fn introspection(&self) -> bool {
+        self.introspection
     }
 }
 
@@ -307,6 +320,10 @@ pub fn routes() -> axum::Router<AppState> {
     axum::Router::new()
         .route("/admin/decisions/{request_id}", get(decisions))
         .route("/admin/explain", post(explain_endpoint))
+        .route(
+            "/admin/revocations",
+            get(crate::revocation::list).post(crate::revocation::create),
+        )
         .route("/admin/inventory", get(inventory))
         .route("/admin/ledger", get(ledger_entries))
         .route("/admin/status", get(admin_status))
@@ -592,7 +609,7 @@ async fn explain_endpoint(State(state): State<AppState>, request: Request) -> Re
 
 /// The admin state and a started audit event of an authenticated, authorised admin
 /// request; otherwise the 401 / 403 / 404 / 503 answer (already audited).
-async fn authenticate<'s>(
+pub(crate) async fn authenticate<'s>(
     state: &'s AppState,
     request: &axum::http::request::Parts,
     endpoint: AdminEndpoint,
@@ -736,13 +753,13 @@ async fn verify(
     Ok(claims)
 }
 
-fn record(state: &AppState, event: AuditEvent) {
+pub(crate) fn record(state: &AppState, event: AuditEvent) {
     state.inner.audit.record_refusal(event);
 }
 
 /// A JSON answer carrying the admin request's id in `X-Request-Id` (the id of its
 /// `admin_access` audit event).
-fn json(status: StatusCode, body: Value, request_id: &str) -> Response {
+pub(crate) fn json(status: StatusCode, body: Value, request_id: &str) -> Response {
     let mut response = (status, Json(body)).into_response();
     no_store(&mut response);
     if let Ok(id) = HeaderValue::from_str(request_id) {

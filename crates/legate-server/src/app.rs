@@ -132,6 +132,10 @@ pub struct BuildOptions {
     pub dev_demo: bool,
     /// Limits on upstream fetches.
     pub fetch_limits: FetchLimits,
+    /// A revocation store shared with other replicas (tests: two states on one store);
+    /// `None`: a fresh in-memory store of `[revocation] max_entries`. A shared store is
+    /// not known until read ([`crate::revocation::spawn_sync`]).
+    pub revocation_store: Option<Arc<dyn legate_state::RevocationStore>>,
     /// The connected Redis backend, for `[state] backend = "redis"` (set by
     /// [`AppState::connect`]).
     pub redis: Option<Arc<legate_state::RedisBackend>>,
@@ -145,6 +149,7 @@ impl BuildOptions {
             audit: None,
             dev_demo: false,
             fetch_limits: FetchLimits::default(),
+            revocation_store: None,
             redis: None,
         }
     }
@@ -184,6 +189,10 @@ pub(crate) struct Inner {
     pub(crate) limits: crate::config::LimitsConfig,
     pub(crate) rate_limiter: Arc<dyn legate_state::RateLimiter>,
     pub(crate) rate_limit_stats: RateLimitStats,
+    /// The revocations this replica enforces ([`crate::revocation`]).
+    pub(crate) revocations: Arc<crate::revocation::Revocations>,
+    /// `POST /introspect`, when `[admin] introspection = true`.
+    pub(crate) introspection: Option<crate::introspect::Introspection>,
     /// `[state] sync_interval_secs`: the shared backend's health-check period.
     pub(crate) sync_interval_secs: u64,
     /// The credential ledger and the queue in front of it (`[ledger]`).
@@ -368,6 +377,49 @@ impl AppState {
 
         let targets = with_ca_bundles(config)?;
         let credential_cache = CredentialCache::new(config.credential_cache);
+        let (revocation_store, known): (Arc<dyn legate_state::RevocationStore>, bool) =
+            match (opts.revocation_store, &opts.redis) {
+                (Some(store), _) => (store, false),
+                // A fleet: not known until read from Redis (`revocation::spawn_sync`).
+                (None, Some(redis))
+                    if matches!(
+                        config.state.backend,
+                        crate::config::StateBackendConfig::Redis(_)
+                    ) =>
+                {
+                    (
+                        Arc::new(legate_state::RedisRevocationStore::start(
+                            redis.clone(),
+                            config.revocation.max_entries,
+                        )),
+                        false,
+                    )
+                }
+                (None, _) => (
+                    Arc::new(legate_state::MemoryRevocationStore::new(
+                        config.revocation.max_entries,
+                    )),
+                    true,
+                ),
+            };
+        let revocations = Arc::new(crate::revocation::Revocations::new(
+            revocation_store,
+            known,
+            credential_cache.clone(),
+            crate::revocation::jti_retention_secs(&config.trusts),
+            std::time::Duration::from_secs(config.state.sync_interval_secs),
+        ));
+        let introspection = if config.admin.enabled && config.admin.introspection {
+            Some(
+                crate::introspect::Introspection::new(issuer.url(), &issuer.jwks(), &targets)
+                    .map_err(|source| StartupError::Jwks {
+                        path: "<legate's own jwks>".into(),
+                        source,
+                    })?,
+            )
+        } else {
+            None
+        };
         let metrics = Arc::new(crate::metrics::Metrics::new(
             trust_meta.keys().cloned(),
             targets.iter().map(|t| t.name.clone()),
@@ -418,6 +470,8 @@ impl AppState {
                 rate_limiter,
                 sync_interval_secs: config.state.sync_interval_secs,
                 rate_limit_stats: RateLimitStats::default(),
+                revocations,
+                introspection,
                 ledger,
             }),
         })
@@ -484,6 +538,11 @@ impl AppState {
     /// The public listener's limits and counters.
     pub fn server_stats(&self) -> &crate::serve::ServerStats {
         &self.inner.server
+    }
+
+    /// The revocations this replica enforces (the sync task, `/status`, tests).
+    pub fn revocations(&self) -> &Arc<crate::revocation::Revocations> {
+        &self.inner.revocations
     }
 
     /// The credential ledger (its writer's counters; queries through

@@ -89,6 +89,8 @@ pub struct Config {
     pub admin: AdminConfig,
     /// `[limits]` and each `[[target]]`'s `limits`.
     pub limits: LimitsConfig,
+    /// `[revocation]`.
+    pub revocation: RevocationConfig,
     /// `[ledger]`.
     pub ledger: LedgerConfig,
 }
@@ -252,6 +254,17 @@ pub enum StateBackendConfig {
 /// The default `[state] sync_interval_secs`.
 pub const DEFAULT_SYNC_INTERVAL_SECS: u64 = 5;
 
+/// `[revocation]`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RevocationConfig {
+    /// The most live revocations held; at the limit a new one is refused (409), never
+    /// evicted in place of an old one.
+    pub max_entries: usize,
+}
+
+/// The largest `[revocation] max_entries` accepted.
+pub const MAX_REVOCATIONS: usize = 1_000_000;
+
 /// `[audit]`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct AuditConfig {
@@ -281,6 +294,10 @@ pub struct AdminConfig {
     pub audience: Option<String>,
     /// How many recent exchange decisions `/admin/decisions` can look up.
     pub recent_decisions: usize,
+    /// Whether `POST /introspect` (RFC 7662) is served on the public listener, for the
+    /// relying parties of `jwt` targets; authenticated like the admin endpoints
+    /// (default: no; needs `enabled`).
+    pub introspection: bool,
 }
 
 /// `[limits]`: request rates per subject and per target (absent: no limit), and the
@@ -385,7 +402,15 @@ struct RawConfig {
     #[serde(default)]
     limits: RawLimits,
     #[serde(default)]
+    revocation: RawRevocation,
+    #[serde(default)]
     ledger: RawLedger,
+}
+
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawRevocation {
+    max_entries: Option<Spanned<usize>>,
 }
 
 #[derive(Debug, Deserialize, Default)]
@@ -424,6 +449,8 @@ struct RawAdmin {
     enabled: bool,
     audience: Option<Spanned<String>>,
     recent_decisions: Option<Spanned<usize>>,
+    #[serde(default)]
+    introspection: Option<Spanned<bool>>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -1125,6 +1152,19 @@ impl Checker<'_> {
                 ));
             }
         };
+        let revocation = RevocationConfig {
+            max_entries: match raw.revocation.max_entries {
+                None => legate_state::revocation::DEFAULT_MAX_REVOCATIONS,
+                Some(n) if (1..=MAX_REVOCATIONS).contains(n.get_ref()) => *n.get_ref(),
+                Some(n) => {
+                    return Err(self.err(
+                        n.span(),
+                        "revocation.max_entries",
+                        format!("must be between 1 and {MAX_REVOCATIONS}"),
+                    ));
+                }
+            },
+        };
         Ok(Config {
             base_dir: self.base_dir.to_path_buf(),
             server,
@@ -1144,6 +1184,7 @@ impl Checker<'_> {
             audit,
             admin,
             limits,
+            revocation,
             ledger,
         })
     }
@@ -1308,10 +1349,24 @@ impl Checker<'_> {
                 Some(aud)
             }
         };
+        // Introspection authenticates its callers as the admin endpoints do: without
+        // them there is no admin audience to check.
+        let introspection = match raw.introspection {
+            Some(on) if *on.get_ref() && !raw.enabled => {
+                return Err(self.err(
+                    on.span(),
+                    "admin.introspection",
+                    "needs `enabled = true`: introspection callers authenticate with tokens of the admin audience",
+                ));
+            }
+            Some(on) => *on.get_ref(),
+            None => false,
+        };
         Ok(AdminConfig {
             enabled: raw.enabled,
             audience,
             recent_decisions,
+            introspection,
         })
     }
 
@@ -2145,6 +2200,46 @@ labels = { env = "prod" }
 
     fn load(src: &str) -> Result<Config, ConfigError> {
         load_str(src, "legate.toml", Path::new("/etc/legate"))
+    }
+
+    /// `[state] sync_interval_secs`, `[revocation] max_entries` and `[admin]
+    /// introspection`: defaults, bounds, and introspection refused without the admin
+    /// endpoints (it has no audience to authenticate its callers with).
+    #[test]
+    fn revocation_keys_load_with_defaults_and_bounds() {
+        let c = load(GOOD).unwrap();
+        assert_eq!(c.state.sync_interval_secs, DEFAULT_SYNC_INTERVAL_SECS);
+        assert_eq!(
+            c.revocation.max_entries,
+            legate_state::revocation::DEFAULT_MAX_REVOCATIONS
+        );
+        assert!(!c.admin.introspection);
+        let c = load(&format!(
+            "{GOOD}\n[state]\nsync_interval_secs = 1\n\n[revocation]\nmax_entries = 3\n\n[admin]\nenabled = true\naudience = \"legate-admin\"\nintrospection = true\n"
+        ))
+        .unwrap();
+        assert_eq!(c.state.sync_interval_secs, 1);
+        assert_eq!(c.revocation.max_entries, 3);
+        assert!(c.admin.introspection);
+        for (extra, key) in [
+            (
+                "[state]\nsync_interval_secs = 0",
+                "state.sync_interval_secs",
+            ),
+            (
+                "[state]\nsync_interval_secs = 301",
+                "state.sync_interval_secs",
+            ),
+            ("[revocation]\nmax_entries = 0", "revocation.max_entries"),
+            (
+                "[revocation]\nmax_entries = 1000001",
+                "revocation.max_entries",
+            ),
+            ("[admin]\nintrospection = true", "admin.introspection"),
+        ] {
+            let e = load(&format!("{GOOD}\n{extra}\n")).unwrap_err();
+            assert_eq!(e.key.as_deref(), Some(key), "{extra}: {e}");
+        }
     }
 
     /// `[limits]` as the docs write it, and a target's `limits` replacing one key while

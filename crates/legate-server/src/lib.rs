@@ -13,14 +13,17 @@
 //! order of the request path (see `ARCHITECTURE.md`).
 //!
 //! With `[admin] enabled = true`, the operator listener also serves the admin endpoints
-//! ([`admin`]): recent decisions and policy explanations, for bearer tokens of the admin
-//! audience that Cedar authorises.
+//! ([`admin`]): recent decisions, policy explanations and revocations ([`revocation`]),
+//! for bearer tokens of the admin audience that Cedar authorises; with `[admin]
+//! introspection = true` the public listener serves RFC 7662 introspection
+//! ([`introspect`]) to the relying parties of `jwt` targets, authenticated the same way.
 //!
 //! Layout: [`config`] (file → typed config), [`app`] (state), [`token`] (the exchange
 //! handler), [`error`] (`ApiError`), [`audit`], [`net`] (client address), [`clock`],
 //! [`dev`] (demo issuer), [`ledger`] (the credential ledger's writer), [`metrics`]
-//! (Prometheus), [`reload`] (the active policy set and hot reload), [`serve`] (the
-//! accept loop and its limits), and this file (routers, [`run`] and [`run_operator`]).
+//! (Prometheus), [`reload`] (the active policy set and hot reload), [`revocation`]
+//! (revocations and their sync), [`introspect`] (RFC 7662), [`serve`] (the accept loop
+//! and its limits), and this file (routers, [`run`] and [`run_operator`]).
 
 pub mod actor;
 pub mod admin;
@@ -32,10 +35,12 @@ pub mod dev;
 pub mod error;
 #[doc(hidden)]
 pub mod fuzz_logic;
+pub mod introspect;
 pub mod ledger;
 pub mod metrics;
 pub mod net;
 pub mod reload;
+pub mod revocation;
 pub mod serve;
 pub mod token;
 
@@ -64,6 +69,10 @@ pub fn router(state: AppState) -> Router {
         .route("/readyz", get(readyz));
     if state.inner.demo.is_some() {
         router = router.route("/demo/token", post(demo_token));
+    }
+    // RFC 7662 introspection: where relying parties reach Legate (see `introspect`).
+    if state.inner.introspection.is_some() {
+        router = router.route("/introspect", post(introspect::introspect));
     }
     router
         .layer(DefaultBodyLimit::max(token::MAX_BODY_BYTES))

@@ -4,7 +4,8 @@
 //!
 //! 1. parse the form; find the target;
 //! 2. read the token's shape and claimed issuer, then verify it against that trust; the
-//!    same for the actor token, if any, against its own trust ([`crate::actor`]);
+//!    same for the actor token, if any, against its own trust ([`crate::actor`]); refuse
+//!    a revoked identity (subject or actor: [`crate::revocation`], a local lookup);
 //! 3. decide with policy; then shape the grant from the verified claims (a claim that
 //!    breaks the target's limits refuses the exchange);
 //! 4. rate limits: the subject's, then the target's ([`check_rate_limits`]) — a 429
@@ -45,7 +46,8 @@ use legate_issuer::MINTED_TOKEN_TYPE;
 use legate_policy::{Decision, DecisionReason, PolicyActor, PolicyRequest};
 use legate_state::ledger::ledger_subject;
 use legate_state::{
-    CredentialKind, LedgerEntry, MAX_JTI_BYTES, ReplayMode, ReplayVerdict, StateError,
+    CredentialKind, LedgerEntry, MAX_JTI_BYTES, ReplayMode, ReplayVerdict, RevocationQuery,
+    StateError,
 };
 use legate_sts::{
     Credential, ExchangeError, IssueRequest, Issued, ShapeError, Target, TargetKind, workload_claim,
@@ -57,6 +59,7 @@ use crate::audit::{AuditEvent, AuditSlot, Outcome};
 use crate::error::{ApiError, no_store};
 use crate::metrics::{Step, StepTimer};
 use crate::net::client_ip;
+use crate::revocation::Verdict;
 
 /// The largest request body accepted: a maximal token plus form overhead.
 pub const MAX_BODY_BYTES: usize = 64 * 1024;
@@ -147,6 +150,13 @@ pub enum Rejection {
     /// prefixed `actor_`; its wire answer is the inner one, so a bad actor token looks
     /// exactly like a bad subject token).
     Actor(Box<Rejection>),
+    /// A revocation names this identity (by subject, trust, target or `jti`).
+    Revoked {
+        /// The revocation's id (for the audit; never sent to the client).
+        id: String,
+    },
+    /// The replica has not read the revocations of its shared store yet: fail closed.
+    RevocationsUnknown,
     /// Policy said no, for this reason (the decision itself is in the audit facts).
     Policy(DecisionReason),
     /// The verified claims cannot be shaped into the target's grant (a missing claim, a
@@ -174,9 +184,11 @@ pub enum Rejection {
 impl Rejection {
     fn outcome(&self) -> Outcome {
         match self {
-            Self::Token { .. } | Self::Policy(_) | Self::Grant(_) | Self::RateLimited { .. } => {
-                Outcome::Deny
-            }
+            Self::Token { .. }
+            | Self::Revoked { .. }
+            | Self::Policy(_)
+            | Self::Grant(_)
+            | Self::RateLimited { .. } => Outcome::Deny,
             Self::Actor(inner) => inner.outcome(),
             _ => Outcome::Error,
         }
@@ -198,6 +210,8 @@ impl Rejection {
             Self::UnknownTarget => "unknown_target",
             Self::Token { reason, .. } | Self::KeysUnavailable { reason, .. } => reason,
             Self::Policy(reason) => reason.as_str(),
+            Self::Revoked { .. } => "revoked",
+            Self::RevocationsUnknown => "revocations_unavailable",
             Self::AuditQueueFull => "audit_queue_full",
             Self::RateLimited {
                 scope: LimitScope::Subject,
@@ -223,6 +237,10 @@ impl Rejection {
             Self::UnknownTarget => "no such target".to_owned(),
             Self::Token { detail, .. } | Self::KeysUnavailable { detail, .. } => detail.clone(),
             Self::Policy(_) => "denied by policy".to_owned(),
+            Self::Revoked { id } => format!("revoked by revocation `{id}`"),
+            Self::RevocationsUnknown => {
+                "the revocations have not been read from the store yet; refused".to_owned()
+            }
             Self::Actor(inner) => format!("actor token: {}", inner.detail()),
             Self::Grant(e) => e.to_string(),
             Self::AuditQueueFull => {
@@ -259,7 +277,10 @@ impl Rejection {
             // A grant that cannot be shaped is the subject token's claims being
             // unacceptable for this target: RFC 8693 §2.2.2 `invalid_request`, the
             // generic answer.
+            // SECURITY: a revoked identity gets the generic answer: the caller cannot
+            // tell a revocation from any other refusal of its token.
             Self::Token { .. }
+            | Self::Revoked { .. }
             | Self::Policy(_)
             | Self::Grant(_)
             | Self::State(StateError::JtiTooLong { .. }) => ApiError::rejected(request_id),
@@ -279,7 +300,10 @@ impl Rejection {
                 *retry_after_secs,
                 request_id,
             ),
-            Self::AuditQueueFull | Self::RateLimitTableFull | Self::State(_) => {
+            Self::AuditQueueFull
+            | Self::RateLimitTableFull
+            | Self::RevocationsUnknown
+            | Self::State(_) => {
                 ApiError::new(TemporarilyUnavailable, "try again later", request_id)
             }
             Self::Cloud(ExchangeError::TargetRefused { .. }) => ApiError::new(
@@ -587,6 +611,17 @@ async fn exchange(
         }
         (_, jti) => jti,
     };
+    // Revocations: a lookup in this replica's snapshot, no I/O.
+    check_revocation(
+        state,
+        &RevocationQuery {
+            trust: trust.name(),
+            subject: claims.subject(),
+            target: &target.name,
+            jti: claims.jti(),
+        },
+        now,
+    )?;
     let actor = match &req.actor {
         None => None,
         Some(token) => {
@@ -599,6 +634,18 @@ async fn exchange(
                 audit,
             )
             .await
+            .map_err(|e| Rejection::Actor(Box::new(e)))?;
+            // A revoked identity cannot act for another either.
+            check_revocation(
+                state,
+                &RevocationQuery {
+                    trust: verified.trust.name(),
+                    subject: verified.claims.subject(),
+                    target: &target.name,
+                    jti: verified.claims.jti(),
+                },
+                now,
+            )
             .map_err(|e| Rejection::Actor(Box::new(e)))?;
             Some(verified)
         }
@@ -825,6 +872,15 @@ async fn exchange(
             aws_credentials: None,
         },
     })
+}
+
+/// Refuses `q` when a revocation names it (or when this replica does not know yet).
+fn check_revocation(state: &AppState, q: &RevocationQuery<'_>, now: i64) -> Result<(), Rejection> {
+    match state.inner.revocations.check(q, now) {
+        Verdict::Clear => Ok(()),
+        Verdict::Revoked(r) => Err(Rejection::Revoked { id: r.id.clone() }),
+        Verdict::Unknown => Err(Rejection::RevocationsUnknown),
+    }
 }
 
 /// The refusal of a single-use token that could have been accepted before the shared

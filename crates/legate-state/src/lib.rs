@@ -1,7 +1,8 @@
-//! Legate's shared state: the replay cache, rate limits ([`RateLimiter`]) and the
+//! Legate's shared state: the replay cache, rate limits ([`RateLimiter`]), the
 //! credential ledger ([`Ledger`]: every issued credential and the inventory of issuers,
-//! subjects, targets and refresh paths), in memory for one node or in Redis for a fleet
-//! ([`RedisBackend`]).
+//! subjects, targets and refresh paths) and revocations ([`RevocationStore`],
+//! [`RevocationSet`]; see [`revocation`]), in memory for one node or in Redis for a
+//! fleet ([`RedisBackend`]).
 //!
 //! What it does: records each accepted `(iss, jti)` until the token can no longer be
 //! accepted, and refuses a second use of the same pair. It bounds what it holds: at most
@@ -23,20 +24,24 @@
 //! `ratelimit` ([`RateLimiter`], [`MemoryRateLimiter`]), `ledger` ([`Ledger`],
 //! [`MemoryLedger`], [`LedgerEntry`], [`Inventory`]), `redis_backend` (the shared
 //! backend: one atomic script per operation, the state epoch, the Redis GCRA),
-//! `redis_ledger` ([`RedisLedger`]) and `stats` ([`StateStats`]: the backend's error
-//! counters per [`StateOp`], for `legate_state_backend_errors_total{op}`).
+//! `redis_ledger` ([`RedisLedger`]), [`revocation`] (and `redis_revocation`) and `stats`
+//! ([`StateStats`]: the backend's error counters per [`StateOp`], for
+//! `legate_state_backend_errors_total{op}`).
 
 pub mod ledger;
 mod memory;
 mod ratelimit;
 mod redis_backend;
 mod redis_ledger;
+mod redis_revocation;
+pub mod revocation;
 
 pub use redis_backend::{
     RedisBackend, RedisRateLimiter, RedisSettings, RedisStartupError, RedisStats, check_redis_url,
     redact_url,
 };
 pub use redis_ledger::RedisLedger;
+pub use redis_revocation::RedisRevocationStore;
 
 pub use ledger::{
     CredentialKind, Inventory, Ledger, LedgerEntry, LedgerError, LedgerFilter, LedgerLimits,
@@ -47,6 +52,10 @@ mod stats;
 pub use memory::MemoryReplayCache;
 pub use ratelimit::{
     DEFAULT_RATE_LIMIT_KEYS, MemoryRateLimiter, Rate, RateDecision, RateFuture, RateLimiter,
+};
+pub use revocation::{
+    MemoryRevocationStore, NewRevocation, Revocation, RevocationFuture, RevocationInputError,
+    RevocationNotice, RevocationQuery, RevocationSet, RevocationStore, RevocationStoreError,
 };
 pub use stats::{StateOp, StateStats};
 

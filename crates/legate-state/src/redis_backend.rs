@@ -234,6 +234,8 @@ return {1, 0}
 
 /// The connections, scripts and counters shared by the Redis-backed stores.
 pub struct RedisBackend {
+    /// The client the connections came from (pub/sub subscriptions open their own).
+    client: redis::Client,
     /// The first connection; `pool` holds the others (`pool_size - 1`).
     primary: ConnectionManager,
     pool: Vec<ConnectionManager>,
@@ -332,6 +334,7 @@ impl RedisBackend {
             });
         };
         let backend = Arc::new(Self {
+            client,
             primary,
             pool,
             next: AtomicUsize::new(0),
@@ -361,6 +364,11 @@ impl RedisBackend {
             Ok(policy) => Err(RedisStartupError::Evicting { url, policy }),
             Err(reason) => Err(RedisStartupError::Unreachable { url, reason }),
         }
+    }
+
+    /// The client, for what needs its own connection (a pub/sub subscription).
+    pub fn client(&self) -> &redis::Client {
+        &self.client
     }
 
     /// The counters.

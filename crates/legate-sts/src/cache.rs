@@ -17,7 +17,10 @@
 //! - **Bounded**: at most `max_entries` credentials; an entry also leaves the cache when its
 //!   credential expires (until then an unserveable entry is counted as a refresh when the
 //!   next identical request replaces it).
-//! - **Counters**: hits, misses, refreshes and evictions ([`CredentialCache::stats`]).
+//! - **Purged on revocation**: [`CredentialCache::invalidate_where`] drops every entry
+//!   whose target and workload (trust, upstream `sub`) a revocation selects, at once.
+//! - **Counters**: hits, misses, refreshes, evictions and purges
+//!   ([`CredentialCache::stats`]).
 //!
 //! SECURITY: cached credentials are [`crate::Credential`]s, whose `Debug` shows no secret;
 //! the cache's own `Debug` shows settings and counters only.
@@ -71,6 +74,9 @@ pub struct CacheStats {
     pub refreshes: u64,
     /// Entries dropped by the size bound or by expiry.
     pub evictions: u64,
+    /// Entries dropped because a revocation selected them
+    /// ([`CredentialCache::invalidate_where`]).
+    pub purged: u64,
     /// Entries held now (approximate: moka counts lazily).
     pub entries: u64,
 }
@@ -131,6 +137,7 @@ struct Counters {
     misses: AtomicU64,
     refreshes: AtomicU64,
     evictions: AtomicU64,
+    purged: AtomicU64,
 }
 
 /// The credential cache, shared by every cloud provider it wraps. Cheap to clone.
@@ -186,8 +193,39 @@ impl CredentialCache {
             misses: self.counters.misses.load(Ordering::Relaxed),
             refreshes: self.counters.refreshes.load(Ordering::Relaxed),
             evictions: self.counters.evictions.load(Ordering::Relaxed),
+            purged: self.counters.purged.load(Ordering::Relaxed),
             entries: self.cache.entry_count(),
         }
+    }
+
+    /// Drops, at once, every cached credential for which `selects(target, trust,
+    /// upstream_sub)` is true, and returns how many it dropped. A revocation calls it so
+    /// that a revoked workload's credentials are not kept (the exchange refuses a revoked
+    /// identity before it reaches the cache; this is the cache's half).
+    ///
+    /// The entries are walked once (revocations are rare; the cache is bounded by
+    /// `max_entries`). A cloud call already in flight for a selected workload may still
+    /// insert its credential afterwards; it is never served to a request the revocation
+    /// matches, because such a request is refused before the cache.
+    pub async fn invalidate_where(&self, selects: impl Fn(&str, &str, &str) -> bool) -> u64 {
+        let doomed: Vec<Arc<CacheKey>> = self
+            .cache
+            .iter()
+            .filter(|(key, _)| {
+                // `subject` is `<trust>:<upstream sub>`; a trust name holds no `:`.
+                let (trust, sub) = key.subject.split_once(':').unwrap_or(("", &key.subject));
+                selects(&key.target, trust, sub)
+            })
+            .map(|(key, _)| key)
+            .collect();
+        let mut purged = 0;
+        for key in doomed {
+            if self.cache.remove(key.as_ref()).await.is_some() {
+                purged += 1;
+            }
+        }
+        self.counters.purged.fetch_add(purged, Ordering::Relaxed);
+        purged
     }
 
     /// Runs pending maintenance (eviction bookkeeping), so that [`Self::stats`] is exact.
@@ -562,6 +600,51 @@ mod tests {
         // The same grant again is served from the cache.
         assert_eq!(key_id(&issue(grant("prod", "alice")).await.unwrap()), prod);
         assert_eq!(cloud.calls.load(Ordering::SeqCst), 3);
+    }
+
+    /// Stops a revoked workload's cloud credentials from staying cached: the entries a
+    /// revocation selects are dropped at once (the next identical request calls the
+    /// cloud), and nobody else's.
+    #[tokio::test]
+    async fn invalidation_drops_exactly_the_selected_workloads() {
+        let (cache, cloud, provider) = setup();
+        let a = aws();
+        let mut b = aws();
+        b.name = "aws-other".into();
+        fn of<'t>(target: &'t Target, subject: &str) -> IssueRequest<'t> {
+            let mut req = request(target, 3600);
+            req.subject = subject.to_owned();
+            req
+        }
+        let alice = "github:repo:org/alice";
+        let bob = "github:repo:org/bob";
+        for (target, subject) in [(&a, alice), (&b, alice), (&a, bob)] {
+            provider.issue(of(target, subject), NOW).await.unwrap();
+        }
+        assert_eq!(cloud.calls.load(Ordering::SeqCst), 3);
+        let purged = cache
+            .invalidate_where(|target, trust, sub| {
+                trust == "github" && sub == "repo:org/alice" && target == "aws-deploy"
+            })
+            .await;
+        assert_eq!(purged, 1);
+        assert_eq!(cache.stats().purged, 1);
+        // Bob and alice-on-the-other-target are still served from the cache.
+        provider.issue(of(&a, bob), NOW).await.unwrap();
+        provider.issue(of(&b, alice), NOW).await.unwrap();
+        assert_eq!(cloud.calls.load(Ordering::SeqCst), 3);
+        // Alice on the revoked target is fetched afresh.
+        provider.issue(of(&a, alice), NOW).await.unwrap();
+        assert_eq!(cloud.calls.load(Ordering::SeqCst), 4);
+        // A `sub` with a `:` is split at the trust's end only.
+        provider
+            .issue(of(&a, "github:repo:org/x:ref:main"), NOW)
+            .await
+            .unwrap();
+        let purged = cache
+            .invalidate_where(|_, trust, sub| trust == "github" && sub == "repo:org/x:ref:main")
+            .await;
+        assert_eq!(purged, 1);
     }
 
     #[tokio::test]

@@ -4,8 +4,9 @@
 //! running gateway's operator listener), `inventory` (its credential inventory, an admin
 //! endpoint), `config check`, `policy validate|test|eval`,
 //! `token decode`, `demo` (walk a newcomer through an exchange against a
-//! development-mode server), and the workload side: `exchange`, `credential-process`
-//! and `metadata-server` (the local credential broker for SDKs).
+//! development-mode server), `revoke` (the admin API's revocations), and the workload
+//! side: `exchange`, `credential-process` and `metadata-server` (the local credential
+//! broker for SDKs).
 
 mod config_cmd;
 mod demo;
@@ -14,6 +15,7 @@ mod inventory;
 mod metadata_server;
 mod policy;
 mod policy_eval;
+mod revoke;
 mod serve;
 mod status;
 mod token;
@@ -57,6 +59,9 @@ enum Command {
     /// Serve credentials from Legate to unmodified SDKs on a local metadata endpoint
     /// (AWS IMDSv2 and ECS, GCE metadata, Azure managed identity).
     MetadataServer(Box<metadata_server::Args>),
+    /// Revoke an identity (by upstream subject, trust, target or token `jti`) through the
+    /// admin API; every replica refuses it from then on.
+    Revoke(revoke::Args),
 }
 
 fn main() -> ExitCode {
@@ -74,6 +79,7 @@ fn main() -> ExitCode {
         Command::Exchange(args) => exchange::run(args),
         Command::CredentialProcess(args) => exchange::run_credential_process(args),
         Command::MetadataServer(args) => metadata_server::run(*args),
+        Command::Revoke(args) => revoke::run(args),
     };
     match result {
         Ok(code) => code,

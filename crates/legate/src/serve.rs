@@ -125,6 +125,12 @@ async fn serve(args: Args, dev: bool) -> anyhow::Result<ExitCode> {
     let stopped = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
         let _ = rx.wait_for(|stop| *stop).await;
     };
+    // Revocations: the store's notices and a full read every `[state] sync_interval_secs`.
+    let _revocation_sync = legate_server::revocation::spawn_sync(
+        state.revocations().clone(),
+        Arc::new(SystemClock),
+        stopped(stop_rx.clone()),
+    );
     // Hot reload of the policy folder: SIGHUP and the poller (the bundled set never
     // reloads).
     let _watcher = legate_server::reload::spawn_watcher(
