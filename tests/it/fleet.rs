@@ -400,3 +400,73 @@ async fn the_ledger_and_inventory_span_both_replicas() {
         .unwrap_or_else(|| panic!("no path to {TARGET}: {doc}"));
     assert_eq!(path["count"], 2, "{doc}");
 }
+
+/// `POST /introspect` at `legate` for `token`, as Alice.
+async fn introspect_at(p: &Pair, legate: &Legate, token: &str) -> Value {
+    let http = crate::harness::plain_http_client(Duration::from_secs(20));
+    let resp = http
+        .post(format!("{}/introspect", legate.url))
+        .form(&[("token", token)])
+        .bearer_auth(p.f.token(&json!({"sub": "ops:alice", "aud": "legate-admin"})))
+        .send()
+        .await
+        .expect("POST /introspect");
+    assert_eq!(resp.status().as_u16(), 200);
+    resp.json().await.expect("JSON")
+}
+
+/// Stops a revoked token from staying good at the replica a relying party happens to
+/// ask: a token minted at A introspects as active; once its `jti` is revoked at B, A
+/// answers inactive (within the generous ceiling: pub/sub, or the periodic read). (The
+/// harness gives each replica its own ephemeral signing key, so each replica vouches only
+/// for what it minted; a real fleet shares its keys.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn introspection_and_revocation_agree_across_replicas() {
+    let redis = RedisServer::start(RedisOptions::default()).await;
+    let p = Pair::start_with(
+        &redis,
+        "\n[admin]\nenabled = true\naudience = \"legate-admin\"\nintrospection = true\n",
+        Vec::new(),
+        vec![("admin.cedar".to_owned(), ADMIN_POLICY.to_owned())],
+    )
+    .await;
+    let deadline = tokio::time::Instant::now() + RECOVERY_CEILING;
+    while !(p.f.legate.state.revocations().is_loaded() && p.b.state.revocations().is_loaded()) {
+        assert!(tokio::time::Instant::now() < deadline, "revocations never loaded");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let (status, body) = p.f.legate.exchange(&p.f.token(&json!({})), TARGET, None).await;
+    assert_eq!(status, 200, "{body}");
+    let minted = body["access_token"].as_str().expect("a minted token").to_owned();
+    let jti = crate::harness::decode_payload(&minted)["jti"]
+        .as_str()
+        .expect("a jti")
+        .to_owned();
+    let answer = introspect_at(&p, &p.f.legate, &minted).await;
+    assert_eq!(answer["active"], true, "{answer}");
+    assert_eq!(answer["jti"], jti.as_str(), "{answer}");
+
+    let http = crate::harness::plain_http_client(Duration::from_secs(20));
+    let resp = http
+        .post(format!("{}/admin/revocations", p.b.operator.url))
+        .bearer_auth(p.f.token(&json!({"sub": "ops:alice", "aud": "legate-admin"})))
+        .json(&json!({"jti": jti, "reason": "leaked in a build log"}))
+        .send()
+        .await
+        .expect("POST /admin/revocations");
+    assert_eq!(resp.status().as_u16(), 201);
+
+    let deadline = tokio::time::Instant::now() + RECOVERY_CEILING;
+    loop {
+        let answer = introspect_at(&p, &p.f.legate, &minted).await;
+        if answer["active"] == false {
+            assert_eq!(answer, json!({"active": false}), "nothing else is told");
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "replica A still answers active: {answer}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
