@@ -432,12 +432,21 @@ async fn introspection_and_revocation_agree_across_replicas() {
     .await;
     let deadline = tokio::time::Instant::now() + RECOVERY_CEILING;
     while !(p.f.legate.state.revocations().is_loaded() && p.b.state.revocations().is_loaded()) {
-        assert!(tokio::time::Instant::now() < deadline, "revocations never loaded");
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "revocations never loaded"
+        );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    let (status, body) = p.f.legate.exchange(&p.f.token(&json!({})), TARGET, None).await;
+    let (status, body) =
+        p.f.legate
+            .exchange(&p.f.token(&json!({})), TARGET, None)
+            .await;
     assert_eq!(status, 200, "{body}");
-    let minted = body["access_token"].as_str().expect("a minted token").to_owned();
+    let minted = body["access_token"]
+        .as_str()
+        .expect("a minted token")
+        .to_owned();
     let jti = crate::harness::decode_payload(&minted)["jti"]
         .as_str()
         .expect("a jti")
@@ -469,4 +478,76 @@ async fn introspection_and_revocation_agree_across_replicas() {
         );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
+}
+
+/// Stops a revocation from being lost with the shared state: after Redis comes back
+/// empty, the replicas that remember a revocation write it back, so a replica started
+/// afterwards enforces it too.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_revocation_survives_a_redis_that_comes_back_empty() {
+    let mut redis = RedisServer::start(RedisOptions::default()).await;
+    let p = Pair::start_with(
+        &redis,
+        ADMIN_TOML,
+        Vec::new(),
+        vec![("admin.cedar".to_owned(), ADMIN_POLICY.to_owned())],
+    )
+    .await;
+    let deadline = tokio::time::Instant::now() + RECOVERY_CEILING;
+    while !(p.f.legate.state.revocations().is_loaded() && p.b.state.revocations().is_loaded()) {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "revocations never loaded"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let http = crate::harness::plain_http_client(Duration::from_secs(20));
+    let resp = http
+        .post(format!("{}/admin/revocations", p.f.legate.operator.url))
+        .bearer_auth(p.f.token(&json!({"sub": "ops:alice", "aud": "legate-admin"})))
+        .json(&json!({"subject": crate::harness::SUBJECT, "trust": TRUST, "reason": "compromised runner"}))
+        .send()
+        .await
+        .expect("POST /admin/revocations");
+    assert_eq!(resp.status().as_u16(), 201);
+    assert_eq!(redis.cli(&["HLEN", "{legate}rev"]), "1");
+
+    redis.restart_empty().await;
+    assert_eq!(redis.cli(&["HLEN", "{legate}rev"]), "0");
+    // The replicas' periodic read finds it missing and writes it back.
+    let deadline = tokio::time::Instant::now() + RECOVERY_CEILING;
+    while redis.cli(&["HLEN", "{legate}rev"]) != "1" {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the revocation was not written back"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+
+    // A replica started now learns it from Redis and refuses the revoked subject.
+    let mut setup = Setup::new(vec![TrustSpec::with_ca(
+        TRUST,
+        &p.f.issuer.issuer,
+        &p.f.pki,
+    )]);
+    setup
+        .extra_toml
+        .push_str(&format!("{}{ADMIN_TOML}", redis.state_toml()));
+    let c = Legate::start(&setup).await;
+    c.clock.advance(2 * (LEEWAY + 10));
+    let deadline = tokio::time::Instant::now() + RECOVERY_CEILING;
+    while !c.state.revocations().is_loaded() {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "revocations never loaded"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let token = p.f.key.token(&upstream_claims(
+        &p.f.issuer.issuer,
+        c.now(),
+        &json!({"repository_id": "42", "ref": "refs/heads/main"}),
+    ));
+    let (status, body) = c.exchange(&token, TARGET, None).await;
+    c.assert_rejected(status, &body, "revoked");
 }

@@ -191,7 +191,10 @@ impl Revocations {
             .await
     }
 
-    /// Reads the whole set from the store and applies it.
+    /// Reads the whole set from the store and applies it. A live revocation this replica
+    /// holds but the store lacks (a Redis that came back empty, or failed over to a replica
+    /// that never got it) is written back: a revocation is never lost while one replica
+    /// still remembers it.
     ///
     /// # Errors
     ///
@@ -199,6 +202,27 @@ impl Revocations {
     pub async fn sync(&self, now: i64) -> Result<u64, RevocationStoreError> {
         match self.store.load_all(now).await {
             Ok(all) => {
+                let stored: std::collections::HashSet<&str> =
+                    all.iter().map(|r| r.id.as_str()).collect();
+                let missing: Vec<Arc<Revocation>> = self
+                    .snapshot
+                    .load()
+                    .all()
+                    .into_iter()
+                    .filter(|r| r.is_live(now) && !stored.contains(r.id.as_str()))
+                    .collect();
+                for r in missing {
+                    match self.store.add((*r).clone(), now).await {
+                        Ok(()) => tracing::warn!(
+                            revocation = %r.id,
+                            "revocation missing from the shared store (emptied?): written back"
+                        ),
+                        Err(e) => tracing::warn!(
+                            revocation = %r.id, error = %e,
+                            "revocation missing from the shared store, not written back"
+                        ),
+                    }
+                }
                 let purged = self.apply(all, now).await;
                 self.loaded.store(true, Ordering::Release);
                 self.syncs.fetch_add(1, Ordering::Relaxed);
