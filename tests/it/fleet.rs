@@ -5,6 +5,8 @@
 //! The replicas share nothing but Redis.
 
 #![allow(
+    clippy::expect_used,
+    clippy::panic,
     clippy::indexing_slicing,
     reason = "test code: failing loudly is the point"
 )]
