@@ -16,9 +16,9 @@
 //!
 //! Each Redis is a `redis-server` started for that setup on a free loopback port, with
 //! no persistence (`save ""`, `appendonly no`) and `maxmemory-policy noeviction`; its
-//! state epoch (`{legate}e`) is set to 0 before the replicas start, the operator's step
-//! for a Redis known to be new (docs/operations.md), so the pre-minted tokens are
-//! accepted. Just before the load, `CONFIG RESETSTAT` zeroes its command counters; after
+//! state epoch (`{legate}e`; see crates/legate-state/src/redis_backend.rs) is set to 0
+//! before the replicas start, the step an operator may take for a Redis known to be new,
+//! so the pre-minted tokens are accepted. Just before the load, `CONFIG RESETSTAT` zeroes its command counters; after
 //! it, `INFO cpu commandstats` gives the commands run and Redis's CPU time, which are
 //! divided by the successful exchanges of the whole load run (probes and warm-up
 //! included). Each replica reports the round trips it sent to Redis
