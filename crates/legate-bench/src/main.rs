@@ -20,13 +20,19 @@
 //! - `load`: a keep-alive HTTP/1.1 load generator (hyper) with N connections for D
 //!   seconds after a warm-up, reporting requests per second, p50/p99 latency and errors.
 //!
+//! - `fleet`: two Legate replicas on one `redis-server` with single-use tokens from a
+//!   pre-minted pool, against one replica on the memory backend in the same run
+//!   (docs/performance.md, "Fleet: two replicas on one Redis"); see [`fleet`].
+//!
 //! What it does not do: nothing here is part of the `legate` binary, and nothing here is
 //! a test (no assertion on speed anywhere).
 //!
-//! Layout: `fixtures` (key, token, policies, request bodies), `floor`, `legate`, `load`,
-//! `run` (the driver), `stop` (how servers know to stop).
+//! Layout: `fixtures` (key, token, policies, request bodies, token pool), `floor`,
+//! `legate`, `load`, `run` (the driver), `fleet` (the fleet driver), `stop` (how servers
+//! know to stop).
 
 mod fixtures;
+mod fleet;
 mod floor;
 mod legate;
 mod load;
@@ -49,6 +55,8 @@ struct Cli {
 enum Command {
     /// Drive the whole benchmark: fixtures, then floor, Legate (jwt), Legate (aws) per round.
     Run(run::Args),
+    /// Two replicas on one Redis with single-use tokens, against one replica in memory.
+    Fleet(fleet::Args),
     /// Write the fixtures (key, JWKS, token, policies, request bodies) into a folder.
     Fixtures(fixtures::Args),
     /// Serve the floor: RS256 verification behind a bare axum server.
@@ -65,6 +73,7 @@ fn main() -> ExitCode {
     let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
     let result = match cli.command {
         Command::Run(args) => run::run(&args),
+        Command::Fleet(args) => fleet::run(&args),
         Command::Fixtures(args) => fixtures::run(&args),
         Command::Floor(args) => floor::run(&args),
         Command::Legate(args) => legate::run(&args),

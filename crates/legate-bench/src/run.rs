@@ -143,9 +143,9 @@ fn measure_all(args: &Args, exe: &Path, files: &Files) -> anyhow::Result<Vec<Mea
     Ok(measured)
 }
 
-/// `cmd` under `taskset -c cpu`, unless pinning is off.
-fn pinned(args: &Args, cpu: &str, exe: &Path) -> Command {
-    if args.no_pin {
+/// `exe` under `taskset -c cpu`, unless pinning is off (`no_pin`).
+pub(crate) fn pinned(no_pin: bool, cpu: &str, exe: &Path) -> Command {
+    if no_pin {
         Command::new(exe)
     } else {
         let mut cmd = Command::new("taskset");
@@ -163,7 +163,7 @@ fn measure(
 ) -> anyhow::Result<Measured> {
     // The server's own bound: it stops by itself even if this driver dies.
     let max_secs = (args.warmup_secs + args.duration_secs + 60).to_string();
-    let mut cmd = pinned(args, &args.server_cpu, exe);
+    let mut cmd = pinned(args.no_pin, &args.server_cpu, exe);
     match scenario {
         Scenario::Floor => cmd.arg("floor").arg("--jwks").arg(files.jwks()),
         Scenario::LegateJwt | Scenario::LegateAws => cmd.arg("legate").arg("--dir").arg(&files.dir),
@@ -172,7 +172,7 @@ fn measure(
     let mut server = Server::spawn(cmd)?;
     let addr = server.address()?;
 
-    let load = pinned(args, &args.load_cpu, exe)
+    let load = pinned(args.no_pin, &args.load_cpu, exe)
         .arg("load")
         .args(["--addr", &addr, "--label", scenario.label()])
         .arg("--body-file")
@@ -205,13 +205,13 @@ fn measure(
 }
 
 /// A server process; killed if dropped before it finished.
-struct Server {
+pub(crate) struct Server {
     child: Child,
     stdout: BufReader<ChildStdout>,
 }
 
 impl Server {
-    fn spawn(mut cmd: Command) -> anyhow::Result<Server> {
+    pub(crate) fn spawn(mut cmd: Command) -> anyhow::Result<Server> {
         let mut child = cmd
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
@@ -229,7 +229,7 @@ impl Server {
     }
 
     /// The address from the server's `listening ADDR` line.
-    fn address(&mut self) -> anyhow::Result<String> {
+    pub(crate) fn address(&mut self) -> anyhow::Result<String> {
         let mut line = String::new();
         self.stdout.read_line(&mut line)?;
         line.trim()
@@ -240,7 +240,7 @@ impl Server {
 
     /// Closes the server's standard input (it stops), reads its last report and waits
     /// for it to exit (at most 30 s, then it is killed).
-    fn finish(mut self) -> anyhow::Result<Value> {
+    pub(crate) fn finish(mut self) -> anyhow::Result<Value> {
         drop(self.child.stdin.take());
         let mut report = Value::Null;
         let mut line = String::new();
@@ -270,14 +270,14 @@ impl Drop for Server {
 }
 
 /// The first three fields of `/proc/loadavg`, or `unknown`.
-fn load_average() -> String {
+pub(crate) fn load_average() -> String {
     std::fs::read_to_string("/proc/loadavg").map_or_else(
         |_| "unknown".to_owned(),
         |s| s.split_whitespace().take(3).collect::<Vec<_>>().join(" "),
     )
 }
 
-fn median(mut values: Vec<f64>) -> f64 {
+pub(crate) fn median(mut values: Vec<f64>) -> f64 {
     values.sort_by(f64::total_cmp);
     let mid = values.len() / 2;
     match (
