@@ -12,4 +12,11 @@ pub type UnixSeconds = i64;
 pub trait Clock: Send + Sync + std::fmt::Debug {
     /// The current time in seconds since the Unix epoch.
     fn now(&self) -> UnixSeconds;
+
+    /// The current time in milliseconds since the Unix epoch, for what counts below a
+    /// second (rate limits). By default [`now`](Self::now) in milliseconds: a clock
+    /// that moves in whole seconds (a test's manual clock) stays consistent with it.
+    fn now_ms(&self) -> i64 {
+        self.now().saturating_mul(1_000)
+    }
 }

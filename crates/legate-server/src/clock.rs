@@ -19,6 +19,16 @@ impl Clock for SystemClock {
             .duration_since(std::time::UNIX_EPOCH)
             .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX))
     }
+
+    #[expect(
+        clippy::disallowed_methods,
+        reason = "the one sanctioned read of wall-clock time, in milliseconds for rate limits"
+    )]
+    fn now_ms(&self) -> i64 {
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+    }
 }
 
 /// Measures elapsed time on the monotonic clock (tokio's, which tests may pause), for

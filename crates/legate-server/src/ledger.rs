@@ -59,15 +59,19 @@ impl LedgerLog {
             .name("legate-ledger".to_owned())
             .spawn(move || {
                 runtime.block_on(async move {
-                    while let Some(entry) = rx.recv().await {
-                        match writer_ledger.record(entry).await {
+                    // One batch per wake: whatever is queued, up to MAX_BATCH, in one
+                    // call (one round trip to a shared backend).
+                    let mut batch = Vec::with_capacity(legate_state::ledger::MAX_BATCH);
+                    while rx.recv_many(&mut batch, legate_state::ledger::MAX_BATCH).await > 0 {
+                        let n = u64::try_from(batch.len()).unwrap_or(u64::MAX);
+                        match writer_ledger.record_batch(std::mem::take(&mut batch)).await {
                             Ok(()) => {
-                                writer_stats.recorded.fetch_add(1, Ordering::Release);
+                                writer_stats.recorded.fetch_add(n, Ordering::Release);
                             }
                             Err(e) => {
-                                let n = writer_stats.record_errors.fetch_add(1, Ordering::Relaxed);
-                                if (n + 1).is_power_of_two() {
-                                    tracing::warn!(error = %e, errors = n + 1, "ledger entry not recorded");
+                                let before = writer_stats.record_errors.fetch_add(n, Ordering::Relaxed);
+                                if (before + n).is_power_of_two() || before == 0 {
+                                    tracing::warn!(error = %e, errors = before + n, "ledger entries not recorded");
                                 }
                             }
                         }

@@ -374,7 +374,14 @@ async fn check_rate_limits(
         .targets
         .get(target)
         .is_some_and(|t| t.per_subject.is_some());
-    let now_ms = now.saturating_mul(1_000);
+    // Milliseconds, so a limit whose burst spans less than a second counts right (and
+    // replicas in different whole seconds agree); within the request's second `now`.
+    let second_ms = now.saturating_mul(1_000);
+    let now_ms = state
+        .inner
+        .clock
+        .now_ms()
+        .clamp(second_ms, second_ms.saturating_add(999));
     let stats = &state.inner.rate_limit_stats;
     let checks = [
         (

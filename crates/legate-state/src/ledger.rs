@@ -49,6 +49,9 @@ pub const DEFAULT_MAX_INVENTORY_KEYS: usize = 100_000;
 /// The most rows a query answers per list.
 pub const MAX_QUERY_LIMIT: usize = 10_000;
 
+/// The most entries the server's ledger writer hands to [`Ledger::record_batch`] at once.
+pub const MAX_BATCH: usize = 256;
+
 /// The kind of credential issued (the target's kind).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -398,6 +401,17 @@ pub type LedgerFuture<'a, T> = Pin<Box<dyn Future<Output = Result<T, LedgerError
 pub trait Ledger: fmt::Debug + Send + Sync {
     /// Records one issued credential (bounded with [`LedgerEntry::bounded`]).
     fn record(&self, entry: LedgerEntry) -> LedgerFuture<'_, ()>;
+
+    /// Records several entries; a shared backend sends them in one round trip. By
+    /// default one [`record`](Self::record) after another, stopping at the first error.
+    fn record_batch(&self, entries: Vec<LedgerEntry>) -> LedgerFuture<'_, ()> {
+        Box::pin(async move {
+            for entry in entries {
+                self.record(entry).await?;
+            }
+            Ok(())
+        })
+    }
 
     /// The entries `filter` selects, newest first, at most `limit` (capped at
     /// [`MAX_QUERY_LIMIT`]); `now` applies retention.

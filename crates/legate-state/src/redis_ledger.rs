@@ -2,7 +2,8 @@
 //!
 //! Entries go to one capped stream, `{prefix}ledger`, as JSON (one field, `e`): `XADD`
 //! with `MAXLEN ~ max_entries`, pipelined with `XTRIM MINID ~ <retention cutoff>` — one
-//! round trip per credential, off the request path (the server's ledger writer thread).
+//! round trip per batch of the entries queued at the server's ledger writer (up to
+//! [`MAX_BATCH`](crate::ledger::MAX_BATCH)), off the request path.
 //!
 //! The inventory is derived at query time from the entries retained (at most
 //! `max_entries`, none older than the retention), read newest first in pages and folded
@@ -60,22 +61,26 @@ impl RedisLedger {
         now.saturating_sub(i64::try_from(self.limits.retention_secs).unwrap_or(i64::MAX))
     }
 
-    async fn record_entry(&self, entry: LedgerEntry) -> Result<(), LedgerError> {
-        let entry = entry.bounded();
-        let json = serde_json::to_string(&entry)
-            .map_err(|e| LedgerError::Unavailable(format!("entry does not encode: {e}")))?;
-        let min_id = self.cutoff(entry.issued_at).max(0).saturating_mul(1_000);
+    async fn record_entries(&self, entries: Vec<LedgerEntry>) -> Result<(), LedgerError> {
+        let Some(newest) = entries.iter().map(|e| e.issued_at).max() else {
+            return Ok(());
+        };
         let mut pipe = redis::pipe();
-        pipe.cmd("XADD")
-            .arg(&self.stream)
-            .arg("MAXLEN")
-            .arg("~")
-            .arg(self.limits.max_entries)
-            .arg("*")
-            .arg("e")
-            .arg(json)
-            .ignore()
-            .cmd("XTRIM")
+        for entry in entries {
+            let json = serde_json::to_string(&entry.bounded())
+                .map_err(|e| LedgerError::Unavailable(format!("entry does not encode: {e}")))?;
+            pipe.cmd("XADD")
+                .arg(&self.stream)
+                .arg("MAXLEN")
+                .arg("~")
+                .arg(self.limits.max_entries)
+                .arg("*")
+                .arg("e")
+                .arg(json)
+                .ignore();
+        }
+        let min_id = self.cutoff(newest).max(0).saturating_mul(1_000);
+        pipe.cmd("XTRIM")
             .arg(&self.stream)
             .arg("MINID")
             .arg("~")
@@ -175,7 +180,11 @@ fn parse_item(item: Value) -> Option<(String, LedgerEntry)> {
 
 impl Ledger for RedisLedger {
     fn record(&self, entry: LedgerEntry) -> LedgerFuture<'_, ()> {
-        Box::pin(self.record_entry(entry))
+        Box::pin(self.record_entries(vec![entry]))
+    }
+
+    fn record_batch(&self, entries: Vec<LedgerEntry>) -> LedgerFuture<'_, ()> {
+        Box::pin(self.record_entries(entries))
     }
 
     fn entries<'a>(
