@@ -80,6 +80,24 @@ pub fn run(args: &Args) -> anyhow::Result<()> {
 async fn serve(args: &Args) -> anyhow::Result<()> {
     let (listener, state, aws) = start(&args.dir, args.listen, &args.options).await?;
     let _state_tasks = state.spawn_state_tasks();
+    // Revocations, as `legate serve` keeps them; a replica on Redis refuses exchanges
+    // until it has read the set once, so it announces itself only after that (at most
+    // 10 s).
+    let _revocation_sync = legate_server::revocation::spawn_sync(
+        state.revocations().clone(),
+        Arc::new(SystemClock),
+        std::future::pending(),
+    );
+    for _ in 0..1_000 {
+        if state.revocations().is_loaded() {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+    anyhow::ensure!(
+        state.revocations().is_loaded(),
+        "revocations were not read from the state backend within 10 s"
+    );
     stop::announce(&format!("listening {}", listener.local_addr()?))?;
     legate_server::run(listener, state.clone(), stop::stopped(args.max_secs)).await?;
     // The ledger's writer may still be sending the last entries (to Redis): wait until

@@ -149,7 +149,9 @@ async fn healthz() -> &'static str {
 /// SECURITY: this answer is public. Which issuers are trusted, their key ids and fetch
 /// errors, and which policies run are on the operator listener's `/status` only.
 async fn readyz(State(state): State<AppState>) -> Response {
-    let ready = state.inner.trust.all_attempted();
+    // Not ready until every issuer's keys were attempted and, on a shared store, the
+    // revocations were read once (until then every exchange is refused).
+    let ready = state.inner.trust.all_attempted() && state.inner.revocations.is_loaded();
     let status = if ready {
         StatusCode::OK
     } else {
@@ -179,7 +181,7 @@ pub(crate) async fn status_document(state: &AppState) -> serde_json::Value {
     let audit = &state.inner.audit;
     serde_json::json!({
         "version": env!("CARGO_PKG_VERSION"),
-        "ready": state.inner.trust.all_attempted(),
+        "ready": state.inner.trust.all_attempted() && state.inner.revocations.is_loaded(),
         "issuers": issuers,
         "policy": state.inner.policy.status(),
         "server": state.inner.server.snapshot(),
