@@ -187,7 +187,7 @@ async fn redis_outage_fails_closed_then_restarts_empty_without_a_replay_window()
     let status = p.f.legate.operator.get("/status").await.json;
     assert_eq!(status["state"]["backend"], "redis", "{status}");
     assert!(
-        status["state"]["errors"]["replay"].as_u64() > Some(0),
+        status["state"]["errors"]["replay_record"].as_u64() > Some(0),
         "{status}"
     );
 

@@ -120,7 +120,7 @@ async fn serve(args: &Args) -> anyhow::Result<()> {
         let stats = redis.stats();
         json!({
             "round_trips": stats.round_trips.load(Ordering::Relaxed),
-            "errors": stats.errors().iter().map(|(_, n)| n).sum::<u64>(),
+            "errors": redis.state_stats().snapshot().map(|(_, n)| n).sum::<u64>(),
         })
     });
     stop::announce(

@@ -204,17 +204,18 @@ pub(crate) async fn status_document(state: &AppState) -> serde_json::Value {
 }
 
 /// The `state` block of `/status`: the backend, and for Redis its health, epoch, round
-/// trips and errors per operation (the URL without credentials).
+/// trips and errors per operation (named as in `legate_state_backend_errors_total`; the
+/// URL without credentials).
 fn state_status(state: &AppState) -> serde_json::Value {
     use std::sync::atomic::Ordering;
     match state.redis() {
         None => serde_json::json!({ "backend": "memory" }),
         Some(redis) => {
             let stats = redis.stats();
-            let errors: serde_json::Map<String, serde_json::Value> = stats
-                .errors()
-                .into_iter()
-                .map(|(op, n)| (op.to_owned(), n.into()))
+            let errors: serde_json::Map<String, serde_json::Value> = redis
+                .state_stats()
+                .snapshot()
+                .map(|(op, n)| (op.as_str().to_owned(), n.into()))
                 .collect();
             serde_json::json!({
                 "backend": "redis",

@@ -152,36 +152,16 @@ pub enum RedisStartupError {
     },
 }
 
-/// Counters of the Redis backend, read by `/status` and `/metrics`.
+/// Counters of the Redis backend, read by `/status`. Its errors are counted per operation
+/// in [`StateStats`] ([`RedisBackend::state_stats`]).
 #[derive(Debug, Default)]
 pub struct RedisStats {
     /// Commands (scripts) sent, answered or not.
     pub round_trips: AtomicU64,
-    /// Failed replay checks (timeouts, connection errors, Redis errors).
-    pub replay_errors: AtomicU64,
-    /// Failed releases.
-    pub release_errors: AtomicU64,
-    /// Failed rate-limit checks (answered by the in-memory fallback).
-    pub ratelimit_errors: AtomicU64,
-    /// Failed periodic checks (ping and eviction policy).
-    pub check_errors: AtomicU64,
     /// The state epoch last seen (unix seconds; 0 before the first answer).
     pub epoch: AtomicI64,
     /// 1 while the last periodic check found Redis reachable and not evicting.
     pub healthy: AtomicU64,
-}
-
-impl RedisStats {
-    /// Every error counter, by operation name (`replay`, `release`, `ratelimit`,
-    /// `check`), for the `legate_state_backend_errors_total{op}` metric.
-    pub fn errors(&self) -> [(&'static str, u64); 4] {
-        [
-            ("replay", self.replay_errors.load(Ordering::Relaxed)),
-            ("release", self.release_errors.load(Ordering::Relaxed)),
-            ("ratelimit", self.ratelimit_errors.load(Ordering::Relaxed)),
-            ("check", self.check_errors.load(Ordering::Relaxed)),
-        ]
-    }
 }
 
 const REPLAY_SCRIPT: &str = r"
@@ -412,7 +392,7 @@ impl RedisBackend {
     }
 
     /// Runs `fut` within the command timeout, counting the round trip.
-    async fn bounded<T>(
+    pub(crate) async fn bounded<T>(
         &self,
         fut: impl Future<Output = redis::RedisResult<T>>,
     ) -> Result<T, String> {
@@ -460,7 +440,6 @@ impl RedisBackend {
             }
         };
         if !healthy {
-            self.stats.check_errors.fetch_add(1, Ordering::Relaxed);
             self.state_stats.record_error(StateOp::StartupCheck);
         }
         self.stats
@@ -489,7 +468,6 @@ impl RedisBackend {
             });
         }
         if self.stats.healthy.load(Ordering::Relaxed) == 0 {
-            self.stats.replay_errors.fetch_add(1, Ordering::Relaxed);
             self.state_stats.record_error(StateOp::ReplayRecord);
             return Err(StateError::Unavailable {
                 reason: "the last health check found Redis unreachable or evicting".to_owned(),
@@ -509,7 +487,6 @@ impl RedisBackend {
         let answer: Result<(i64, i64), String> =
             self.bounded(invocation.invoke_async(&mut conn)).await;
         let (code, epoch) = answer.map_err(|reason| {
-            self.stats.replay_errors.fetch_add(1, Ordering::Relaxed);
             self.state_stats.record_error(StateOp::ReplayRecord);
             StateError::Unavailable { reason }
         })?;
@@ -523,7 +500,7 @@ impl RedisBackend {
                 capacity: per_trust_capacity,
             }),
             other => {
-                self.stats.replay_errors.fetch_add(1, Ordering::Relaxed);
+                self.state_stats.record_error(StateOp::ReplayRecord);
                 Err(StateError::Unavailable {
                     reason: format!("unexpected answer {other} from the replay script"),
                 })
@@ -549,7 +526,6 @@ impl RedisBackend {
             .arg(trust);
         let answer: Result<i64, String> = self.bounded(invocation.invoke_async(&mut conn)).await;
         answer.map(|_| ()).map_err(|reason| {
-            self.stats.release_errors.fetch_add(1, Ordering::Relaxed);
             self.state_stats.record_error(StateOp::ReplayRelease);
             StateError::Unavailable { reason }
         })
@@ -640,10 +616,6 @@ impl RateLimiter for RedisRateLimiter {
             match self.backend.gcra(key, limit, now_ms).await {
                 Ok(decision) => decision,
                 Err(reason) => {
-                    self.backend
-                        .stats
-                        .ratelimit_errors
-                        .fetch_add(1, Ordering::Relaxed);
                     self.backend.record_error(StateOp::RateLimit);
                     tracing::warn!(%reason, "Redis rate limit unavailable: this replica limits alone");
                     self.fallback.decide(key, limit, now_ms)

@@ -23,6 +23,7 @@ use futures_core::Stream;
 use redis::Script;
 use tokio::sync::broadcast;
 
+use crate::StateOp;
 use crate::redis_backend::RedisBackend;
 use crate::revocation::{
     NOTICE_BUFFER, Revocation, RevocationFuture, RevocationNotice, RevocationStore,
@@ -115,13 +116,14 @@ impl RedisRevocationStore {
             .arg(self.max_entries)
             .arg(self.backend.key("rev"));
         let mut conn = self.backend.connection();
-        let stored: i64 = tokio::time::timeout(
-            self.backend.command_timeout(),
-            invocation.invoke_async(&mut conn),
-        )
-        .await
-        .map_err(|_| RevocationStoreError::Unavailable("redis did not answer in time".into()))?
-        .map_err(|e| RevocationStoreError::Unavailable(format!("{:?}", e.kind())))?;
+        let stored: i64 = self
+            .backend
+            .bounded(invocation.invoke_async(&mut conn))
+            .await
+            .map_err(|reason| {
+                self.backend.record_error(StateOp::RevocationWrite);
+                RevocationStoreError::Unavailable(reason)
+            })?;
         if stored == 1 {
             Ok(())
         } else {
@@ -135,13 +137,14 @@ impl RedisRevocationStore {
         let mut cmd = redis::cmd("HGETALL");
         cmd.arg(self.backend.key("rev"));
         let mut conn = self.backend.connection();
-        let all: Vec<(String, String)> =
-            tokio::time::timeout(self.backend.command_timeout(), cmd.query_async(&mut conn))
-                .await
-                .map_err(|_| {
-                    RevocationStoreError::Unavailable("redis did not answer in time".into())
-                })?
-                .map_err(|e| RevocationStoreError::Unavailable(format!("{:?}", e.kind())))?;
+        let all: Vec<(String, String)> = self
+            .backend
+            .bounded(cmd.query_async(&mut conn))
+            .await
+            .map_err(|reason| {
+                self.backend.record_error(StateOp::RevocationSync);
+                RevocationStoreError::Unavailable(reason)
+            })?;
         Ok(all
             .into_iter()
             .filter_map(|(id, json)| match parse(&json) {
